@@ -1,0 +1,9 @@
+"""Built-in ResNets (torchvision-compatible), the model-spec registry, and analytic costs."""
+
+from resbench.models.flops import ModelCost, count_flops, count_params, model_cost
+from resbench.models.registry import BUILTIN_NAMES, ModelSpec, build_model, check_model_name
+
+__all__ = [
+    "BUILTIN_NAMES", "ModelCost", "ModelSpec", "build_model", "check_model_name", "count_flops",
+    "count_params", "model_cost",
+]

@@ -1,0 +1,65 @@
+"""Load a checkpoint into a model, safely: `torch.load(weights_only=True)` for .pth/.pt (never a full
+unpickle) and safetensors for .safetensors. Errors are one line naming the file and what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resbench.errors import ModelError, one_of
+
+SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+# Common wrappers around a state_dict in training checkpoints.
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"weights file {str(path)!r} does not exist")
+    if path.suffix not in SUFFIXES:
+        raise ModelError(f"weights file {str(path)!r} has suffix {path.suffix!r}; {one_of(SUFFIXES)}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch/safetensors raise many types for a corrupt or foreign file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"weights file {str(path)!r} is not a readable checkpoint: {first_line}") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"weights file {str(path)!r} holds no state_dict of tensors")
+    # DataParallel / DDP checkpoints prefix every key with "module."
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, path: Path, model_name: str) -> nn.Module:
+    """Load `path` into `model` strictly; a checkpoint of another architecture is a one-line error."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing keys (first: {missing[0]!r})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]!r})")
+        raise ModelError(f"weights file {str(path)!r} does not fit model {model_name!r}: " + ", ".join(detail))
+    for key, tensor in state.items():
+        if tensor.shape != own[key].shape:
+            raise ModelError(
+                f"weights file {str(path)!r} does not fit model {model_name!r}: {key!r} has shape "
+                f"{tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    return model

@@ -1,0 +1,162 @@
+"""ResultRow and RunFile: the ONLY interface between measuring and reporting.
+
+A run file is JSON (`schema: resbench.run/1`): the environment fingerprint, the validated suite, and one
+flat row per case with its raw samples, so any statistic or gate can be recomputed later. It is rewritten
+atomically (write a sibling temp file, fsync, rename) after every case, so an interrupted run keeps every
+finished case and a reader never sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from resbench.errors import RunFileError
+
+SCHEMA = "resbench.run/1"
+Status = Literal["ok", "skipped", "failed", "oom", "timeout", "crashed"]
+STATUSES: tuple[str, ...] = Status.__args__
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyStats(_Record):
+    """Milliseconds per call. Percentiles are nearest-rank; `ci_median` is a distribution-free 95% CI."""
+
+    n: int
+    median: float
+    mean: float
+    stdev: float
+    min: float
+    max: float
+    p90: float
+    p95: float
+    p99: float
+    ci_median: tuple[float, float]
+    cv: float
+
+
+class Memory(_Record):
+    """Each figure says what it is: allocator figures count torch's caching allocator only; process
+    figures count the whole process (RSS on CPU; NVML per-process GPU memory on CUDA)."""
+
+    peak_allocated_mb: float | None = None   # torch.cuda.max_memory_allocated during the backend's calls
+    peak_reserved_mb: float | None = None    # torch.cuda.max_memory_reserved (allocator incl. cache)
+    process_mb: float | None = None          # process peak RSS (CPU)
+    gpu_process_mb: float | None = None      # NVML: GPU memory held by this process (incl. TRT/ORT workspaces)
+    source: str = ""                         # words: how the figures were obtained
+
+
+class Parity(_Record):
+    reference: str                           # "fp64" or "fp32 (TF32 off)"
+    rel_l2: float
+    max_abs: float
+    cosine: float
+    sqnr_db: float
+    top1_agree: float
+    top5_overlap: float
+    err_ratio: float | None                  # rel_l2 / eager's rel_l2 in the same dtype (None for eager itself)
+    passed: bool
+    rule: str                                # which clause of the verdict decided
+
+
+class ResultRow(_Record):
+    # identity
+    model: str
+    weights: str | None = None
+    backend: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int
+    dtype: str
+    image_size: int
+    memory_format: str
+    timing_mode: str
+    l2: str = "warm"
+    device: str
+    # outcome
+    status: Status
+    reason: str | None = None
+    # model cost
+    params: int | None = None
+    gflops: float | None = None              # per image, analytic (multiply-add = 2 FLOPs)
+    # measurements
+    prepare_s: float | None = None
+    first_call_s: float | None = None
+    latency_ms: LatencyStats | None = None
+    samples_ms: list[float] = Field(default_factory=list)
+    repeat_medians_ms: list[float] = Field(default_factory=list)   # one per --repeat
+    throughput_ips: float | None = None      # batch / median latency
+    tflops: float | None = None              # gflops x batch / median latency
+    pct_peak: float | None = None            # of hardware.py's peak for this device and dtype
+    peak_source: str | None = None
+    memory: Memory = Field(default_factory=Memory)
+    parity: Parity | None = None
+    numerics: dict[str, Any] = Field(default_factory=dict)         # TF32, cudnn.benchmark, builder flags...
+    artifacts: dict[str, Any] = Field(default_factory=dict)        # provider, engine/package size, ...
+    telemetry: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def backend_label(self) -> str:
+        from resbench.suite import backend_label
+
+        return backend_label(self.backend, self.options)
+
+    @property
+    def identity(self) -> tuple:
+        from resbench.suite import identity_of
+
+        return identity_of(self.model, self.backend, self.options, self.batch_size, self.dtype,
+                           self.image_size, self.memory_format, self.timing_mode)
+
+
+class RunFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal["resbench.run/1"] = Field(SCHEMA, alias="schema")
+    env: dict[str, Any]
+    suite: dict[str, Any]
+    rows: list[ResultRow] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=1)
+
+    def save(self, path: str | Path) -> None:
+        """Atomically replace `path` with this run."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunFile:
+        path = Path(path)
+        if not path.is_file():
+            raise RunFileError(f"run file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunFileError(f"run file {str(path)!r} is not readable JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise RunFileError(f"run file {str(path)!r} has schema {got!r}; expected {SCHEMA!r}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise RunFileError(f"run file {str(path)!r} is invalid at {where}: {err['msg']}") from None

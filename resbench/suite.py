@@ -1,0 +1,355 @@
+"""Suite files: YAML -> validated, frozen `Suite` -> the list of `Case`s a run measures.
+
+Everything a suite can get wrong is caught here, before any work, as one `SuiteError` line naming the
+file, the key path, the bad value and the allowed values."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resbench.dtypes import DTYPE_NAMES
+from resbench.errors import BackendError, SuiteError, one_of
+from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
+
+DeviceName = Literal["auto", "cuda", "cpu"]
+DtypeName = Literal["fp32", "tf32", "fp16", "bf16"]
+assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class TimingConfig(_Strict):
+    mode: Literal["device", "graph", "e2e"] = "device"
+    warmup_s: float = Field(0.5, ge=0)
+    min_iters: int = Field(20, ge=1)
+    min_time_s: float = Field(1.0, ge=0)
+    max_time_s: float = Field(10.0, gt=0)
+    target_rel_ci: float = Field(0.01, gt=0, lt=1)
+    rounds: int = Field(5, ge=1)  # interleaved rounds across the backends of one (model, dtype, batch)
+    l2: Literal["warm", "cold"] = "warm"
+    case_timeout_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _times_ordered(self) -> TimingConfig:
+        if self.max_time_s < self.min_time_s:
+            raise ValueError(f"max_time_s ({self.max_time_s}) must be >= min_time_s ({self.min_time_s})")
+        return self
+
+
+class ParityConfig(_Strict):
+    reference: Literal["fp64", "fp32"] = "fp64"
+    samples: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class CpuTimingOverrides(_Strict):
+    """Any subset of TimingConfig's keys."""
+
+    mode: Literal["device", "graph", "e2e"] | None = None
+    warmup_s: float | None = Field(None, ge=0)
+    min_iters: int | None = Field(None, ge=1)
+    min_time_s: float | None = Field(None, ge=0)
+    max_time_s: float | None = Field(None, gt=0)
+    target_rel_ci: float | None = Field(None, gt=0, lt=1)
+    rounds: int | None = Field(None, ge=1)
+    l2: Literal["warm", "cold"] | None = None
+    case_timeout_s: float | None = Field(None, gt=0)
+
+
+class CpuOverrides(_Strict):
+    """Applied when the device resolves to CPU, to keep a CPU run short."""
+
+    batch_sizes: list[int] | None = Field(None, min_length=1)
+    dtypes: list[DtypeName] | None = Field(None, min_length=1)
+    image_size: int | None = None
+    timing: CpuTimingOverrides | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        return _check_batch_sizes(v) if v is not None else v
+
+
+class ModelEntry(_Strict):
+    name: str
+    weights: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        check_model_name(v)
+        return v
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.weights)
+
+
+class BackendEntry(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the backend's Options schema
+
+    @property
+    def label(self) -> str:
+        return backend_label(self.name, self.options)
+
+
+def backend_label(name: str, options: dict[str, Any]) -> str:
+    """`compile[mode=max-autotune]`: a backend and its non-default options, for tables and identities."""
+    if not options:
+        return name
+    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+
+
+def _check_batch_sizes(v: list[int]) -> list[int]:
+    bad = [b for b in v if b < 1]
+    if bad:
+        raise ValueError(f"batch size {bad[0]} is not allowed; batch sizes must be integers >= 1")
+    return v
+
+
+class Suite(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    device: DeviceName = "auto"
+    models: list[ModelEntry] = Field(min_length=1)
+    backends: list[BackendEntry] = Field(min_length=1)
+    batch_sizes: list[int] = Field(min_length=1)
+    dtypes: list[DtypeName] = Field(min_length=1)
+    image_size: int = 224
+    memory_format: Literal["channels_last", "contiguous"] = "channels_last"
+    timing: TimingConfig = TimingConfig()
+    parity: ParityConfig = ParityConfig()
+    cpu: CpuOverrides = CpuOverrides()
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": m} if isinstance(m, str) else m for m in v]
+        return v
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _backend_shorthand(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        entries = []
+        for item in v:
+            if isinstance(item, str):
+                entries.append({"name": item})
+            elif isinstance(item, dict) and "options" not in item:
+                options = {k: val for k, val in item.items() if k != "name"}
+                entries.append({"name": item.get("name"), "options": options})
+            else:
+                entries.append(item)
+        return entries
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        return _check_batch_sizes(v)
+
+    @field_validator("image_size")
+    @classmethod
+    def _big_enough(cls, v: int) -> int:
+        if v < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size {v} is too small for a ResNet; it must be >= {MIN_IMAGE_SIZE}")
+        return v
+
+    def for_device(self, device: str) -> Suite:
+        """This suite with the `cpu:` overrides applied when `device` is cpu."""
+        if device != "cpu":
+            return self
+        update: dict[str, Any] = {}
+        if self.cpu.batch_sizes is not None:
+            update["batch_sizes"] = self.cpu.batch_sizes
+        if self.cpu.dtypes is not None:
+            update["dtypes"] = self.cpu.dtypes
+        if self.cpu.image_size is not None:
+            update["image_size"] = self.cpu.image_size
+        if self.cpu.timing is not None:
+            update["timing"] = self.timing.model_copy(update=self.cpu.timing.model_dump(exclude_none=True))
+        return self.model_copy(update=update)
+
+
+class Case(BaseModel):
+    """One measurement: a model x backend (with options) x batch size x dtype, under the suite's settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: ModelSpec
+    backend: str
+    options: dict[str, Any]
+    batch_size: int
+    dtype: DtypeName
+    image_size: int
+    memory_format: Literal["channels_last", "contiguous"]
+    device: Literal["cuda", "cpu"]
+    timing: TimingConfig
+    parity: ParityConfig
+
+    @property
+    def backend_label(self) -> str:
+        return backend_label(self.backend, self.options)
+
+    @property
+    def group_key(self) -> tuple[str, str, str, int]:
+        """Cases with one group key are measured together in interleaved rounds."""
+        return (self.model.name, str(self.model.weights), self.dtype, self.batch_size)
+
+    @property
+    def identity(self) -> tuple:
+        """What `resbench compare` matches cases on."""
+        return identity_of(self.model.name, self.backend, self.options, self.batch_size, self.dtype,
+                           self.image_size, self.memory_format, self.timing.mode)
+
+
+def identity_of(model: str, backend: str, options: dict[str, Any], batch_size: int, dtype: str,
+                image_size: int, memory_format: str, timing_mode: str) -> tuple:
+    return (model, backend_label(backend, options), batch_size, dtype, image_size, memory_format, timing_mode)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the pydantic model that owns the last key of `loc`."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            inner = getattr(candidate, "__args__", (candidate,))
+            for c in (candidate, *inner):
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    current = c
+                    break
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _first_error(path: str, exc: ValidationError) -> SuiteError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = _format_loc(loc)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Suite, loc)
+        return SuiteError(path, key, f"unknown key {loc[-1]!r}; allowed keys: {', '.join(allowed)}")
+    if err["type"] == "missing":
+        return SuiteError(path, key, "required key is missing")
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("too_short",):
+        message = "must not be empty"
+    shown = err.get("input")
+    if err["type"] != "value_error" and not isinstance(shown, dict | list):
+        message += f" (got {shown!r})"
+    return SuiteError(path, key, message)
+
+
+def _validate_backend_options(path: str, suite: Suite) -> None:
+    from resbench.backends import get_backend  # registers every backend
+
+    for i, entry in enumerate(suite.backends):
+        try:
+            backend = get_backend(entry.name)
+        except BackendError as exc:
+            raise SuiteError(path, f"backends[{i}].name", str(exc)) from None
+        try:
+            backend.Options.model_validate(entry.options)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            key = f"backends[{i}]." + _format_loc(err["loc"])
+            if err["type"] == "extra_forbidden":
+                allowed = list(backend.Options.model_fields) or ["(none)"]
+                msg = f"unknown option {err['loc'][-1]!r} for backend {entry.name!r}; allowed: {', '.join(allowed)}"
+            else:
+                msg = err["msg"].removeprefix("Value error, ") + f" (got {err.get('input')!r})"
+            raise SuiteError(path, key, msg) from None
+
+
+def parse_suite(text: str, path: str = "<suite>") -> Suite:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(path, "", f"invalid YAML: {where}{problem}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(path, "", f"a suite is a YAML mapping with keys {', '.join(Suite.model_fields)}; "
+                                   f"got {type(data).__name__}")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    _validate_backend_options(path, suite)
+    return suite
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(str(path), "", "suite file does not exist" + _suggest_suites(path))
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(str(path), "", f"cannot read suite file: {exc.strerror}") from None
+    return parse_suite(text, str(path))
+
+
+def _suggest_suites(path: Path) -> str:
+    folder = path.parent if path.parent.is_dir() else Path("suites")
+    names = sorted(p.name for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return f"; suites in {folder}/: {', '.join(names)}" if names else ""
+
+
+# -------------------------------------------------------------------------------------------- expansion
+
+
+def resolve_device(requested: str) -> Literal["cuda", "cpu"]:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested  # type: ignore[return-value]
+
+
+def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
+    """The suite's matrix on `device` (cpu overrides applied): models x dtypes x batches x backends."""
+    suite = suite.for_device(device)
+    cases = []
+    for model, dtype, batch, backend in itertools.product(
+        suite.models, suite.dtypes, suite.batch_sizes, suite.backends
+    ):
+        cases.append(Case(
+            model=model.spec, backend=backend.name, options=_normalized_options(backend),
+            batch_size=batch, dtype=dtype, image_size=suite.image_size, memory_format=suite.memory_format,
+            device=device, timing=suite.timing, parity=suite.parity,
+        ))
+    return cases
+
+
+def _normalized_options(entry: BackendEntry) -> dict[str, Any]:
+    """Options as validated, without those equal to their defaults (so `{mode: default}` == `{}`)."""
+    from resbench.backends import get_backend
+
+    validated = get_backend(entry.name).Options.model_validate(entry.options)
+    return validated.model_dump(mode="json", exclude_defaults=True)
