@@ -68,7 +68,8 @@ def _import(package: str, spec_name: str):
         ) from None
 
 
-def _construct(spec: ModelSpec) -> nn.Module:
+def construct(spec: ModelSpec) -> nn.Module:
+    """The model's architecture with its constructor's own initialisation (fast; for counting)."""
     name = spec.name
     if spec.kind == "builtin":
         return BUILDERS[name]()
@@ -97,7 +98,7 @@ def _construct(spec: ModelSpec) -> nn.Module:
 
 def build_model(spec: ModelSpec, seed: int = 0) -> nn.Module:
     """An fp32, eval-mode model on the CPU: the checkpoint's weights, or seeded random ones."""
-    model = _construct(spec)
+    model = construct(spec)
     if spec.weights is not None:
         load_weights(model, Path(spec.weights), spec.name)
     else:

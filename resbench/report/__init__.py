@@ -1,0 +1,1 @@
+"""Renderers of run files: console (rich), markdown, html, csv, pytest-benchmark JSON."""

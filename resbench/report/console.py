@@ -1,0 +1,110 @@
+"""The terminal summary of a run: one rich table per (model, dtype), a row per backend x batch size with
+median and p99 latency, images/s, speedup over eager, TFLOP/s, peak memory and the parity verdict;
+skipped and failed rows keep their place with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from resbench.results import ResultRow, RunFile
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def fmt_tflops(row: ResultRow) -> str:
+    if not row.tflops:
+        return "-"
+    text = f"{row.tflops:.3g}" if row.tflops < 100 else f"{row.tflops:.0f}"
+    return text + (f" ({row.pct_peak:.0f}%)" if row.pct_peak is not None else "")
+
+
+def fmt_memory(row: ResultRow) -> str:
+    m = row.memory
+    if m.gpu_process_mb is not None:
+        return f"{m.gpu_process_mb:,.0f} MB (proc)"
+    if m.peak_allocated_mb is not None:
+        return f"{m.peak_allocated_mb:,.0f} MB (alloc)"
+    if m.process_mb is not None:
+        return f"{m.process_mb:,.0f} MB (RSS)"
+    return "-"
+
+
+def fmt_parity(row: ResultRow) -> str:
+    if row.parity is None:
+        return "-"
+    mark = "[green]pass[/]" if row.parity.passed else "[red]FAIL[/]"
+    ratio = f" x{row.parity.err_ratio:.2f}" if row.parity.err_ratio is not None else ""
+    return f"{mark}{ratio} cos {row.parity.cosine:.4f}"
+
+
+def speedups(rows: Iterable[ResultRow]) -> dict[int, float]:
+    """id(row) -> eager median / row median, within the same model, dtype, batch and image size."""
+    eager = {(r.model, r.dtype, r.batch_size, r.image_size): r.latency_ms.median
+             for r in rows if r.backend == "eager" and not r.options and r.status == "ok" and r.latency_ms}
+    out = {}
+    for r in rows:
+        base = eager.get((r.model, r.dtype, r.batch_size, r.image_size))
+        if base and r.status == "ok" and r.latency_ms:
+            out[id(r)] = base / r.latency_ms.median
+    return out
+
+
+def tables(run: RunFile) -> list[Table]:
+    groups: dict[tuple[str, str], list[ResultRow]] = {}
+    for row in run.rows:
+        groups.setdefault((row.model, row.dtype), []).append(row)
+    speedup = speedups(run.rows)
+    out = []
+    for (model, dtype), rows in groups.items():
+        first = rows[0]
+        table = Table(title=f"{model} · {dtype} · {first.image_size}px · {first.memory_format} · "
+                            f"{first.timing_mode} timing, L2 {first.l2} · {first.device}",
+                      title_justify="left", header_style="bold")
+        for name, justify in (("backend", "left"), ("batch", "right"), ("median ms", "right"),
+                              ("p99 ms", "right"), ("images/s", "right"), ("vs eager", "right"),
+                              ("TFLOP/s", "right"), ("memory", "right"), ("parity", "left"),
+                              ("notes", "left")):
+            table.add_column(name, justify=justify, overflow="fold")
+        for r in sorted(rows, key=lambda r: (r.batch_size, rows.index(r))):
+            if r.status != "ok" or r.latency_ms is None:
+                status = {"skipped": "yellow", "failed": "red"}.get(r.status, "red")
+                table.add_row(r.backend_label, str(r.batch_size), "-", "-", "-", "-", "-", "-", "-",
+                              f"[{status}]{r.status}[/]: {r.reason or ''}")
+                continue
+            lat = r.latency_ms
+            notes = f"n={lat.n}"
+            if r.warnings:
+                notes += f", [yellow]{len(r.warnings)} warning(s)[/]"
+            if r.repeat_medians_ms:
+                spread = (max(r.repeat_medians_ms) - min(r.repeat_medians_ms)) / min(r.repeat_medians_ms)
+                notes += f", repeat spread {spread:.1%}"
+            table.add_row(
+                r.backend_label, str(r.batch_size), fmt_ms(lat.median), fmt_ms(lat.p99),
+                f"{r.throughput_ips:,.1f}" if r.throughput_ips else "-",
+                f"{speedup[id(r)]:.2f}x" if id(r) in speedup else "-",
+                fmt_tflops(r),
+                fmt_memory(r), fmt_parity(r), notes,
+            )
+        out.append(table)
+    return out
+
+
+def print_run(run: RunFile, console: Console | None = None) -> None:
+    console = console or Console()
+    env = run.env
+    console.print(f"[bold]{run.suite.get('name', '?')}[/] on {env.get('device')} · torch {env.get('torch')} · "
+                  f"resbench {env.get('resbench')} ({(env.get('git_sha') or '?')[:8]}"
+                  f"{', dirty' if env.get('git_dirty') else ''})")
+    for table in tables(run):
+        console.print(table)
+    warned = [r for r in run.rows if r.warnings]
+    if warned:
+        console.print(f"[yellow]{sum(len(r.warnings) for r in warned)} warning(s) on {len(warned)} row(s); "
+                      "see `warnings` in the run file.[/]")
