@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -142,6 +141,88 @@ def env(
     stdout.print(backends)
 
 
+@app.command()
+def report(
+    run_file: Annotated[Path, typer.Argument(help="Run file written by `resbench run`")],
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Write a self-contained HTML report (plots embedded)")] = None,
+    md: Annotated[Path | None, typer.Option(
+        "--md", help="Write compact Markdown (PR comments, CI step summaries)")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write CSV, one row per case")] = None,
+    pytest_benchmark: Annotated[Path | None, typer.Option(
+        "--pytest-benchmark", help="Write pytest-benchmark JSON (read by its `compare`)")] = None,
+) -> None:
+    """Print a run's summary and write it as HTML, Markdown, CSV or pytest-benchmark JSON."""
+    from resbench.report.console import print_run
+    from resbench.report.csv_export import write_csv
+    from resbench.report.html import write_html
+    from resbench.report.markdown import write_markdown
+    from resbench.report.pytest_benchmark import write_pytest_benchmark
+    from resbench.results import RunFile
+
+    loaded = RunFile.load(run_file)
+    print_run(loaded, stdout)
+    outputs = (("--html", html, write_html), ("--md", md, write_markdown), ("--csv", csv, write_csv),
+               ("--pytest-benchmark", pytest_benchmark, write_pytest_benchmark))
+    for flag, path, write in outputs:
+        if path is not None:
+            _write_output(flag, path, lambda target, write=write: write(loaded, target))
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Run file of the baseline")],
+    candidate: Annotated[Path, typer.Argument(help="Run file of the candidate")],
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", metavar="METRIC:PCT%", help="Gate: median|p90|p95|p99|memory and a minimum effect, "
+        "e.g. median:5% (the default), p99:10%, memory:10%; repeatable")] = None,
+    md: Annotated[Path | None, typer.Option(
+        "--md", help="Write the comparison as Markdown (also when the gate fails)")] = None,
+) -> None:
+    """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression, 2 on bad input."""
+    from resbench.compare import compare_files, print_comparison, render_markdown
+
+    comparison = compare_files(str(baseline), str(candidate), fail_on or [])
+    print_comparison(comparison, stdout)
+    if md is not None:
+        text = render_markdown(comparison)
+        _write_output("--md", md, lambda target: target.write_text(text, encoding="utf-8"))
+    if comparison.exit_code:
+        raise click.exceptions.Exit(comparison.exit_code)
+
+
+@app.command()
+def recommend(
+    run_file: Annotated[Path, typer.Argument(help="Run file written by `resbench run`")],
+    batch: Annotated[int | None, typer.Option("--batch", help="Only this batch size")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Only this dtype: fp32|tf32|fp16|bf16")] = None,
+    max_p99_ms: Annotated[float | None, typer.Option(
+        "--max-p99-ms", help="Exclude runtimes whose p99 latency exceeds this")] = None,
+    max_memory_gb: Annotated[float | None, typer.Option(
+        "--max-memory-gb", help="Exclude runtimes whose peak memory exceeds this")] = None,
+    min_cosine: Annotated[float | None, typer.Option(
+        "--min-cosine", help="Exclude runtimes whose output cosine to the reference is below this")] = None,
+    objective: Annotated[str, typer.Option(
+        "--objective", help="latency (lowest p99) or throughput (highest images/s)")] = "latency",
+) -> None:
+    """Per (model, batch): the runtimes meeting the constraints, the Pareto frontier, the pick, and why
+    every other runtime lost."""
+    from resbench.recommend import Constraints, print_recommendation, recommend_file
+
+    constraints = Constraints(batch=batch, dtype=dtype, max_p99_ms=max_p99_ms, max_memory_gb=max_memory_gb,
+                              min_cosine=min_cosine, objective=objective)  # type: ignore[arg-type]
+    print_recommendation(recommend_file(str(run_file), constraints), stdout)
+
+
+def _write_output(flag: str, path: Path, write) -> None:
+    """Write one output file; a path that cannot be written is a usage error naming the flag and path."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise UsageError(f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc}") from None
+    stdout.print(f"wrote {path}", highlight=False)
+
+
 def _device_choice(device: str) -> str:
     allowed = ("auto", "cpu", "cuda")
     if device not in allowed:
@@ -154,8 +235,22 @@ def _device_choice(device: str) -> str:
     return device
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` from every click in use: typer >= 0.23 vendors its own (typer._click), older ones use click."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2 for usage/input errors, 130 on Ctrl-C."""
+    click_exit, click_error, click_abort = (_click_classes(n) for n in ("Exit", "ClickException", "Abort"))
     try:
         app(standalone_mode=False)
     except ResbenchError as exc:
@@ -163,12 +258,15 @@ def main() -> None:
             traceback.print_exc()
         stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except click_exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except click_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `resbench`: the help, not an error
+            stdout.print(exc.format_message(), markup=False, highlight=False)
+            sys.exit(0)
         stderr.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *click_abort):
         stderr.print("interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:

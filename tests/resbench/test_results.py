@@ -1,0 +1,99 @@
+"""Run files: round trip, schema checks, and the atomic rewrite that keeps a readable file at all times."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+
+from resbench.errors import RunFileError
+from resbench.results import SCHEMA, LatencyStats, Parity, ResultRow, RunFile
+from resbench.stats import summarize
+
+
+def make_row(backend: str = "eager", batch: int = 1, samples: list[float] | None = None, **kw) -> ResultRow:
+    samples = samples or [1.0, 1.1, 0.9, 1.05, 0.95]
+    return ResultRow(model="resnet50", backend=backend, batch_size=batch, dtype="bf16", image_size=224,
+                     memory_format="channels_last", timing_mode="device", device="cuda", status="ok",
+                     latency_ms=summarize(samples), samples_ms=samples, **kw)
+
+
+def make_run(rows: int = 3) -> RunFile:
+    return RunFile(env={"device": "test"}, suite={"name": "t"}, rows=[make_row(batch=b) for b in range(1, rows + 1)])
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    run = make_run()
+    run.rows[0].parity = Parity(reference="fp64", rel_l2=1e-3, max_abs=0.01, cosine=0.9999, sqnr_db=60.0,
+                                top1_agree=1.0, top5_overlap=1.0, err_ratio=None, passed=True, rule="x")
+    path = tmp_path / "run.json"
+    run.save(path)
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA
+    loaded = RunFile.load(path)
+    assert loaded == run
+    assert isinstance(loaded.rows[0].latency_ms, LatencyStats)
+    assert loaded.rows[1].samples_ms == run.rows[1].samples_ms
+
+
+def test_failed_rows_need_no_measurements(tmp_path: Path) -> None:
+    run = RunFile(env={}, suite={}, rows=[ResultRow(
+        model="resnet50", backend="tensorrt", batch_size=1, dtype="fp16", image_size=224,
+        memory_format="channels_last", timing_mode="device", device="cpu", status="skipped",
+        reason="TensorRT is not installed")])
+    run.save(tmp_path / "r.json")
+    assert RunFile.load(tmp_path / "r.json").rows[0].reason == "TensorRT is not installed"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("{not json", "not readable JSON"),
+    ('{"schema": "other/1"}', "has schema 'other/1'; expected 'resbench.run/1'"),
+    ('[1, 2]', "has schema 'list'"),
+    ('{"schema": "resbench.run/1", "env": {}, "suite": {}, "rows": [{"model": 1}]}', "is invalid at rows.0"),
+])
+def test_bad_run_files_are_one_line_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "run.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(RunFileError) as info:
+        RunFile.load(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    make_run(1).save(path)
+    inode_before = os.stat(path).st_ino
+    make_run(5).save(path)
+    assert len(RunFile.load(path).rows) == 5
+    assert os.stat(path).st_ino != inode_before  # a new file renamed over the old one, not rewritten in place
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def _rewrite_forever(path: str, stop) -> None:
+    n = 0
+    while not stop.is_set():
+        n = n % 40 + 1
+        make_run(n).save(path)
+
+
+def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    make_run(1).save(path)
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    writer = ctx.Process(target=_rewrite_forever, args=(str(path), stop))
+    writer.start()
+    try:
+        reads = 0
+        while reads < 300:
+            RunFile.load(path)  # raises RunFileError on a torn file
+            reads += 1
+    finally:
+        stop.set()
+        writer.join(10)
+    assert writer.exitcode == 0
