@@ -22,8 +22,22 @@ Status = Literal["ok", "skipped", "failed", "oom", "timeout", "crashed"]
 STATUSES: tuple[str, ...] = Status.__args__
 
 
+def backend_label(name: str, options: dict[str, Any]) -> str:
+    """`compile[mode=max-autotune]`: a backend and its non-default options, for tables and identities."""
+    if not options:
+        return name
+    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
+
+
+def identity_of(model: str, backend: str, options: dict[str, Any], batch_size: int, dtype: str,
+                image_size: int, memory_format: str, timing_mode: str) -> tuple:
+    """What `resbench compare` and `--resume` match cases on."""
+    return (model, backend_label(backend, options), batch_size, dtype, image_size, memory_format, timing_mode)
+
+
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN metrics (a row whose output had NaNs) are written as JSON NaN, which Python's json reads back.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
 class LatencyStats(_Record):
@@ -104,20 +118,16 @@ class ResultRow(_Record):
 
     @property
     def backend_label(self) -> str:
-        from resbench.suite import backend_label
-
         return backend_label(self.backend, self.options)
 
     @property
     def identity(self) -> tuple:
-        from resbench.suite import identity_of
-
         return identity_of(self.model, self.backend, self.options, self.batch_size, self.dtype,
                            self.image_size, self.memory_format, self.timing_mode)
 
 
 class RunFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
 
     schema_: Literal["resbench.run/1"] = Field(SCHEMA, alias="schema")
     env: dict[str, Any]

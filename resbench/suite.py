@@ -13,8 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from resbench.dtypes import DTYPE_NAMES
-from resbench.errors import BackendError, SuiteError, one_of
+from resbench.errors import BackendError, SuiteError
 from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
+from resbench.results import backend_label, identity_of
 
 DeviceName = Literal["auto", "cuda", "cpu"]
 DtypeName = Literal["fp32", "tf32", "fp16", "bf16"]
@@ -99,13 +100,6 @@ class BackendEntry(_Strict):
     @property
     def label(self) -> str:
         return backend_label(self.name, self.options)
-
-
-def backend_label(name: str, options: dict[str, Any]) -> str:
-    """`compile[mode=max-autotune]`: a backend and its non-default options, for tables and identities."""
-    if not options:
-        return name
-    return name + "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]"
 
 
 def _check_batch_sizes(v: list[int]) -> list[int]:
@@ -210,11 +204,6 @@ class Case(BaseModel):
         """What `resbench compare` matches cases on."""
         return identity_of(self.model.name, self.backend, self.options, self.batch_size, self.dtype,
                            self.image_size, self.memory_format, self.timing.mode)
-
-
-def identity_of(model: str, backend: str, options: dict[str, Any], batch_size: int, dtype: str,
-                image_size: int, memory_format: str, timing_mode: str) -> tuple:
-    return (model, backend_label(backend, options), batch_size, dtype, image_size, memory_format, timing_mode)
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from resbench.results import ResultRow, RunFile
@@ -75,8 +76,8 @@ def tables(run: RunFile) -> list[Table]:
         for r in sorted(rows, key=lambda r: (r.batch_size, rows.index(r))):
             if r.status != "ok" or r.latency_ms is None:
                 status = {"skipped": "yellow", "failed": "red"}.get(r.status, "red")
-                table.add_row(r.backend_label, str(r.batch_size), "-", "-", "-", "-", "-", "-", "-",
-                              f"[{status}]{r.status}[/]: {r.reason or ''}")
+                table.add_row(escape(r.backend_label), str(r.batch_size), "-", "-", "-", "-", "-", "-", "-",
+                              f"[{status}]{r.status}[/]: {escape(r.reason or '')}")
                 continue
             lat = r.latency_ms
             notes = f"n={lat.n}"
@@ -86,7 +87,7 @@ def tables(run: RunFile) -> list[Table]:
                 spread = (max(r.repeat_medians_ms) - min(r.repeat_medians_ms)) / min(r.repeat_medians_ms)
                 notes += f", repeat spread {spread:.1%}"
             table.add_row(
-                r.backend_label, str(r.batch_size), fmt_ms(lat.median), fmt_ms(lat.p99),
+                escape(r.backend_label), str(r.batch_size), fmt_ms(lat.median), fmt_ms(lat.p99),
                 f"{r.throughput_ips:,.1f}" if r.throughput_ips else "-",
                 f"{speedup[id(r)]:.2f}x" if id(r) in speedup else "-",
                 fmt_tflops(r),

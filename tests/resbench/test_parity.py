@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from resbench.parity import (
-    SQNR_CAP_DB, THRESHOLDS, describe_mismatch, error_metrics, in_batches, parity_images, verdict,
+    SQNR_CAP_DB,
+    THRESHOLDS,
+    describe_mismatch,
+    error_metrics,
+    in_batches,
+    parity_images,
+    verdict,
 )
 
 

@@ -97,3 +97,24 @@ def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
         stop.set()
         writer.join(10)
     assert writer.exitcode == 0
+
+
+def test_nan_metrics_survive_a_round_trip(tmp_path: Path) -> None:
+    nan = float("nan")
+    run = make_run(1)
+    run.rows[0].parity = Parity(reference="fp64", rel_l2=nan, max_abs=nan, cosine=nan, sqnr_db=nan,
+                                top1_agree=0.0, top5_overlap=0.2, err_ratio=None, passed=False, rule="NaN")
+    run.save(tmp_path / "nan.json")
+    loaded = RunFile.load(tmp_path / "nan.json").rows[0].parity
+    assert loaded.rel_l2 != loaded.rel_l2 and loaded.passed is False  # NaN stays NaN
+
+
+def test_reading_a_run_file_does_not_import_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    make_run(2).save(tmp_path / "r.json")
+    code = ("import sys; from resbench.results import RunFile; "
+            f"r = RunFile.load({str(tmp_path / 'r.json')!r}); r.rows[0].identity; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # report / compare / recommend start fast

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from resbench.errors import SuiteError
 from resbench.suite import Suite, expand, load_suite, parse_suite
@@ -93,7 +94,7 @@ def test_cpu_overrides_apply_only_on_cpu() -> None:
 
 def test_suite_is_frozen() -> None:
     suite = parse_suite(GOOD)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         suite.name = "other"  # type: ignore[misc]
 
 

@@ -1,0 +1,87 @@
+"""End to end on a real run file: `resbench run suites/smoke.yaml` on CPU, then `report`, `compare` and
+`recommend` through the real entry point (exit codes and one-line errors included)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resbench import cli
+from resbench.compare import MIN_SAMPLES
+from resbench.results import RunFile
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "smoke.json"
+    result = subprocess.run([sys.executable, "-m", "resbench.cli", "run", "suites/smoke.yaml", "--out", str(out),
+                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def resbench(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """Run `resbench ARGS` in-process through cli.main (its exit-code mapping included)."""
+    monkeypatch.setattr(sys, "argv", ["resbench", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_report_writes_every_format(smoke, tmp_path, capsys, monkeypatch):
+    paths = {flag: tmp_path / name for flag, name in (("--html", "r.html"), ("--md", "r.md"), ("--csv", "r.csv"),
+                                                      ("--pytest-benchmark", "0001_r.json"))}
+    code, out, err = resbench(capsys, monkeypatch, "report", str(smoke),
+                              *[part for flag, path in paths.items() for part in (flag, str(path))])
+    assert code == 0, err
+    assert "resnet18" in out and all(f"wrote {path}" in out for path in paths.values())
+    html = paths["--html"].read_text()
+    assert html.count("data:image/png;base64,") == 5 and "<script" not in html
+    assert "### resbench run: smoke" in paths["--md"].read_text()
+    assert len(list(csv.DictReader(paths["--csv"].open()))) == 2
+    assert {b["params"]["backend"] for b in json.loads(paths["--pytest-benchmark"].read_text())["benchmarks"]} == \
+        {"eager", "compile"}
+
+
+def test_compare_gate_on_real_run_files(smoke, tmp_path, capsys, monkeypatch):
+    code, out, err = resbench(capsys, monkeypatch, "compare", str(smoke), str(smoke), "--md", str(tmp_path / "c.md"))
+    assert code == 0, err
+    summary = out.strip().splitlines()[-2]          # the line before "wrote c.md"
+    assert summary.startswith("PASS") and "SLOWER" not in summary, out   # identical runs: SAME or AMBIGUOUS
+    assert "✅ resbench compare: PASS" in (tmp_path / "c.md").read_text()
+
+    run = RunFile.load(smoke)
+    slowed = run.model_copy(update={"rows": [
+        row.model_copy(update={"samples_ms": [s * 10 for s in row.samples_ms]}) if row.backend == "compile" else row
+        for row in run.rows]})
+    slowed.save(tmp_path / "slow.json")
+    code, out, err = resbench(capsys, monkeypatch, "compare", str(smoke), str(tmp_path / "slow.json"))
+    compiled = next(row for row in run.rows if row.backend == "compile")
+    if len(compiled.samples_ms) >= MIN_SAMPLES:
+        assert code == 1, out
+        assert "FAIL: 1 regression (resnet18 compile b2 fp32 64px)" in out
+    else:   # an overloaded machine took too few samples for any decisive verdict: never a false pass/fail
+        assert code == 0 and "AMBIGUOUS" in out
+
+
+def test_compare_input_errors_exit_2(smoke, tmp_path, capsys, monkeypatch):
+    code, _, err = resbench(capsys, monkeypatch, "compare", str(tmp_path / "missing.json"), str(smoke))
+    assert code == 2 and "missing.json" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = resbench(capsys, monkeypatch, "compare", str(smoke), str(smoke), "--fail-on", "median:5")
+    assert code == 2 and "'median:5'" in err and "median, p90, p95, p99, memory" in err
+
+
+def test_recommend_on_a_real_run(smoke, capsys, monkeypatch):
+    code, out, err = resbench(capsys, monkeypatch, "recommend", str(smoke), "--objective", "throughput")
+    assert code == 0, err
+    assert "resnet18, batch 2" in out and "recommend" in out
+    code, _, err = resbench(capsys, monkeypatch, "recommend", str(smoke), "--batch", "64")
+    assert code == 2 and "--batch 64" in err and "batch sizes in it: 2" in err

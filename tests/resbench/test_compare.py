@@ -1,0 +1,320 @@
+"""The regression gate: verdicts from raw samples, exit codes, and the statistics behind them.
+
+Rows carry synthetic raw samples drawn from a seeded RNG (lognormal around a median), so every test is
+deterministic while still exercising real noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resbench.compare import (
+    MIN_SAMPLES,
+    Verdict,
+    bootstrap_delta_ci,
+    compare_files,
+    compare_runs,
+    decide,
+    mann_whitney_u,
+    parse_fail_on,
+    render_markdown,
+    thresholds_from_specs,
+)
+from resbench.errors import ResbenchError, RunFileError, UsageError
+from resbench.results import Memory, Parity, ResultRow, RunFile
+from resbench.stats import summarize
+
+ENV = {"resbench": "0.1.0", "git_sha": "aaaa", "created": "2025-01-01T00:00:00+00:00", "device": "Test GPU",
+       "driver": "560.35", "torch": "2.13.0"}
+
+
+def samples(median_ms: float, cv: float, n: int, seed: int) -> list[float]:
+    return list(median_ms * np.random.default_rng(seed).lognormal(0.0, cv, n))
+
+
+def row(model: str = "resnet50", backend: str = "eager", batch: int = 1, median_ms: float = 10.0,
+        cv: float = 0.02, n: int = 50, seed: int = 0, status: str = "ok", **overrides) -> ResultRow:
+    fields = dict(model=model, backend=backend, batch_size=batch, dtype="bf16", image_size=224,
+                  memory_format="channels_last", timing_mode="device", device="cuda", status=status)
+    if status == "ok":
+        raw = overrides.pop("samples_ms", None) or samples(median_ms, cv, n, seed)
+        fields.update(samples_ms=raw, latency_ms=summarize(raw),
+                      throughput_ips=batch / (np.median(raw) * 1e-3))
+    else:
+        fields["reason"] = "boom"
+    fields.update(overrides)
+    return ResultRow(**fields)
+
+
+def run(rows: list[ResultRow], **env) -> RunFile:
+    return RunFile(env={**ENV, **env}, suite={"name": "gate"}, rows=rows)
+
+
+def matrix(seed: int, slow: dict[tuple[str, str, int], float] | None = None, cv: float = 0.02,
+           n: int = 50) -> RunFile:
+    """Eight cases (2 models x 2 backends x 2 batches); `slow` scales the named cases' latency."""
+    rows = []
+    for i, (model, backend, batch) in enumerate((m, b, bs) for m in ("resnet18", "resnet50")
+                                                for b in ("eager", "compile") for bs in (1, 32)):
+        factor = (slow or {}).get((model, backend, batch), 1.0)
+        rows.append(row(model, backend, batch, median_ms=(2.0 + i) * factor, cv=cv, n=n, seed=seed * 100 + i))
+    return run(rows)
+
+
+# ------------------------------------------------------------------------------------------ the gate
+
+
+def test_identical_runs_never_fail():
+    for cv in (0.01, 0.05, 0.3):
+        base = matrix(seed=1, cv=cv)
+        comparison = compare_runs(base, base)
+        assert comparison.exit_code == 0
+        assert all(c.verdict in (Verdict.SAME, Verdict.AMBIGUOUS) for c in comparison.cases)
+        if cv <= 0.05:
+            assert all(c.verdict is Verdict.SAME for c in comparison.cases), comparison.summary
+
+
+def test_twenty_percent_slowdown_of_one_case_always_fails_and_is_named():
+    for seed in range(20):
+        base = matrix(seed=seed)
+        cand = matrix(seed=seed + 1000, slow={("resnet50", "compile", 32): 1.2})
+        comparison = compare_runs(base, cand)
+        slower = [c for c in comparison.cases if c.verdict is Verdict.SLOWER]
+        assert [c.identity[:3] for c in slower] == [("resnet50", "compile", 32)], comparison.summary
+        assert comparison.exit_code == 1
+        assert "resnet50 compile b32 bf16" in comparison.summary
+        assert "resnet50 compile b32 bf16" in render_markdown(comparison)
+
+
+def test_equal_but_noisy_runs_stay_same_or_ambiguous():
+    for seed in range(30):
+        base = matrix(seed=seed, cv=0.10, n=30)
+        cand = matrix(seed=seed + 500, cv=0.10, n=30)
+        comparison = compare_runs(base, cand)
+        verdicts = {c.verdict for c in comparison.cases}
+        assert verdicts <= {Verdict.SAME, Verdict.AMBIGUOUS}, comparison.summary
+        assert comparison.exit_code == 0
+
+
+def test_faster_does_not_fail():
+    base = matrix(seed=3)
+    cand = matrix(seed=4, slow={("resnet18", "eager", 1): 0.7})
+    comparison = compare_runs(base, cand)
+    assert comparison.exit_code == 0
+    assert comparison.count(Verdict.FASTER) == 1
+
+
+def test_small_shift_is_same_not_slower():
+    """A significant but small (2%) shift is inside the 5% band: SAME."""
+    base = run([row(median_ms=10.0, cv=0.005, n=400, seed=1)])
+    cand = run([row(median_ms=10.2, cv=0.005, n=400, seed=2)])
+    case = compare_runs(base, cand).cases[0]
+    assert case.verdict is Verdict.SAME
+    assert case.primary.p_value < 0.002
+
+
+def test_too_few_samples_is_ambiguous():
+    base = run([row(n=MIN_SAMPLES - 1, seed=1)])
+    cand = run([row(n=MIN_SAMPLES - 1, median_ms=20.0, seed=2)])
+    case = compare_runs(base, cand).cases[0]
+    assert case.verdict is Verdict.AMBIGUOUS
+    assert "too few samples" in case.notes[0]
+
+
+def test_median_threshold_is_configurable():
+    base = run([row(median_ms=10.0, cv=0.005, n=200, seed=1)])
+    cand = run([row(median_ms=10.4, cv=0.005, n=200, seed=2)])
+    assert compare_runs(base, cand, thresholds_from_specs([])).cases[0].verdict is Verdict.SAME
+    tight = compare_runs(base, cand, thresholds_from_specs(["median:2%"]))
+    assert tight.cases[0].verdict is Verdict.SLOWER and tight.exit_code == 1
+
+
+def test_p99_gate_catches_a_tail_regression_the_median_misses():
+    rng = np.random.default_rng(7)
+    base_samples = list(10 * rng.lognormal(0, 0.01, 2000))
+    tail = list(10 * rng.lognormal(0, 0.01, 2000))
+    tail[::25] = [30.0] * len(tail[::25])      # 4% of calls take 3x as long
+    base, cand = run([row(samples_ms=base_samples)]), run([row(samples_ms=tail)])
+    assert compare_runs(base, cand).exit_code == 0
+    gated = compare_runs(base, cand, thresholds_from_specs(["p99:10%"]))
+    case = gated.cases[0]
+    assert {m.metric: m.verdict for m in case.metrics} == {"median": Verdict.SAME, "p99": Verdict.SLOWER}
+    assert gated.exit_code == 1 and "p99" in case.regressions[0]
+
+
+def test_p99_gate_needs_enough_samples():
+    base, cand = run([row(n=100, seed=1)]), run([row(n=100, median_ms=15, seed=2)])
+    case = compare_runs(base, cand, thresholds_from_specs(["p99:10%"])).cases[0]
+    p99 = next(m for m in case.metrics if m.metric == "p99")
+    assert p99.verdict is Verdict.AMBIGUOUS and "need >= 500" in p99.reason
+
+
+def test_memory_gate_same_kind_on_both_sides():
+    base = run([row(memory=Memory(gpu_process_mb=1000.0, peak_allocated_mb=500.0))])
+    grown = run([row(memory=Memory(gpu_process_mb=1200.0, peak_allocated_mb=500.0))])
+    assert compare_runs(base, grown).exit_code == 0                      # not gated by default
+    gated = compare_runs(base, grown, thresholds_from_specs(["memory:10%"]))
+    assert gated.exit_code == 1
+    assert gated.cases[0].memory.kind == "gpu_process_mb"
+    # the candidate lacks NVML figures: the allocator peak is compared instead, and it did not grow
+    partial = run([row(memory=Memory(peak_allocated_mb=505.0))])
+    mixed = compare_runs(base, partial, thresholds_from_specs(["memory:10%"]))
+    assert mixed.cases[0].memory.kind == "peak_allocated_mb" and mixed.exit_code == 0
+
+
+def _parity(passed: bool) -> Parity:
+    return Parity(reference="fp64", rel_l2=1e-3, max_abs=1e-2, cosine=0.999, sqnr_db=60, top1_agree=1.0,
+                  top5_overlap=1.0, err_ratio=1.0, passed=passed, rule="test")
+
+
+def test_parity_regression_fails_and_a_failing_candidate_reports_no_speedup():
+    base = run([row(parity=_parity(True), seed=1)])
+    cand = run([row(parity=_parity(False), median_ms=5.0, seed=2)])
+    comparison = compare_runs(base, cand)
+    case = comparison.cases[0]
+    assert case.parity_change == "pass -> FAIL" and comparison.exit_code == 1
+    assert case.verdict is Verdict.AMBIGUOUS and "parity" in case.notes[0]
+    fixed = compare_runs(cand, base)
+    assert fixed.cases[0].parity_change == "fail -> pass"
+
+
+def test_broken_missing_and_new_cases():
+    base = run([row("resnet18", seed=1), row("resnet50", seed=2), row("resnet50", "compile", seed=3)])
+    cand = run([row("resnet18", status="failed", seed=1), row("resnet50", seed=4),
+                row("resnet50", "triton", seed=5)])
+    comparison = compare_runs(base, cand)
+    verdicts = {c.identity[:2]: c.verdict for c in comparison.cases}
+    assert verdicts == {("resnet18", "eager"): Verdict.BROKEN, ("resnet50", "eager"): Verdict.SAME,
+                        ("resnet50", "compile"): Verdict.MISSING, ("resnet50", "triton"): Verdict.NEW}
+    assert comparison.exit_code == 1
+    only_missing = compare_runs(base, run([row("resnet50", seed=4)]))
+    assert only_missing.exit_code == 0
+
+
+def test_skipped_on_both_sides_is_not_a_regression():
+    base = run([row(seed=1), row(backend="tensorrt", status="skipped")])
+    comparison = compare_runs(base, base)
+    assert comparison.cases[1].verdict is Verdict.NOT_RUN and comparison.exit_code == 0
+
+
+def test_throttled_row_is_ambiguous():
+    base = run([row(seed=1)])
+    cand = run([row(median_ms=13, seed=2, telemetry={"throttled": True})])
+    case = compare_runs(base, cand).cases[0]
+    assert case.verdict is Verdict.AMBIGUOUS and "throttled" in case.notes[0]
+
+
+def test_cycle_space_disagreement_is_ambiguous():
+    """20% slower in time, but the SM clock fell 20%: the same number of cycles, so not a code regression."""
+    base = run([row(seed=1, telemetry={"sm_clock_mhz": [1980.0] * 10})])
+    cand = run([row(seed=2, median_ms=12.0, telemetry={"sm_clock_mhz": [1650.0] * 10})])
+    case = compare_runs(base, cand).cases[0]
+    assert case.verdict is Verdict.AMBIGUOUS and "cycles say SAME" in case.notes[0]
+    steady = run([row(seed=2, median_ms=12.0, telemetry={"sm_clock_mhz": [1980.0] * 10})])
+    assert compare_runs(base, steady).cases[0].verdict is Verdict.SLOWER
+
+
+def test_environment_differences_are_reported():
+    base = matrix(seed=1)
+    cand = run(list(matrix(seed=2).rows), driver="570.10", git_sha="bbbb", created="later")
+    comparison = compare_runs(base, cand)
+    assert comparison.env_differences == ("driver: 560.35 -> 570.10",)
+    assert "environments differ" in render_markdown(comparison)
+
+
+# ------------------------------------------------------------------------------------------ input errors
+
+
+def test_missing_baseline_is_an_error_not_a_pass(tmp_path):
+    cand = tmp_path / "cand.json"
+    matrix(seed=1).save(cand)
+    with pytest.raises(RunFileError) as info:
+        compare_files(str(tmp_path / "missing.json"), str(cand))
+    assert info.value.exit_code == 2 and "missing.json" in str(info.value)
+
+
+def test_unreadable_baseline_is_an_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(RunFileError):
+        compare_files(str(bad), str(bad))
+
+
+def test_runs_without_a_common_case_are_an_error():
+    with pytest.raises(RunFileError, match="share no case"):
+        compare_runs(run([row("resnet18")]), run([row("resnet50")]))
+
+
+@pytest.mark.parametrize("spec", ["median", "median:5", "speed:5%", "median:-5%", "median:0%", "p99:x%"])
+def test_bad_fail_on_spec_names_the_value_and_the_metrics(spec):
+    with pytest.raises(UsageError) as info:
+        parse_fail_on(spec)
+    message = str(info.value)
+    assert repr(spec) in message and "\n" not in message
+    assert isinstance(info.value, ResbenchError) and info.value.exit_code == 2
+    if "unknown metric" in message or "METRIC:PERCENT" in message:
+        assert "median, p90, p95, p99, memory" in message
+
+
+def test_fail_on_parsing():
+    assert parse_fail_on("median:5%") == ("median", 0.05)
+    assert parse_fail_on("p99:12.5%") == ("p99", 0.125)
+    assert thresholds_from_specs(["memory:10%"]) == {"median": 0.05, "memory": 0.10}
+    with pytest.raises(UsageError, match="given twice"):
+        thresholds_from_specs(["median:5%", "median:3%"])
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def test_mann_whitney_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for n1, n2, ties in ((7, 7, False), (5, 8, False), (8, 6, False), (7, 7, True), (30, 45, False),
+                         (200, 150, True), (1, 4, False)):
+        for _ in range(5):
+            a, b = rng.lognormal(0, 0.1, n1), rng.lognormal(0.05, 0.1, n2)
+            if ties:
+                a, b = np.round(a, 1), np.round(b, 1)
+            expected = scipy_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
+            assert mann_whitney_u(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_identical_samples_give_p_one_and_a_zero_centred_ci():
+    x = samples(10, 0.05, 100, 3)
+    assert mann_whitney_u(x, x) == pytest.approx(1.0)
+    low, high = bootstrap_delta_ci(x, x, "median", seed=0)
+    assert low < 0 < high
+
+
+def test_bootstrap_is_exact_for_the_median():
+    """The order-statistic shortcut equals a brute-force bootstrap of the median."""
+    rng = np.random.default_rng(5)
+    base, cand = rng.lognormal(0, 0.2, 40), rng.lognormal(0.1, 0.2, 41)
+    fast = bootstrap_delta_ci(base, cand, "median", seed=1, resamples=100_000)
+    b = np.median(base[rng.integers(0, 40, (100_000, 40))], axis=1)
+    c = np.median(cand[rng.integers(0, 41, (100_000, 41))], axis=1)
+    brute = np.quantile(c / b - 1, [0.005, 0.995])
+    assert fast == pytest.approx(tuple(brute), abs=0.01)
+
+
+def test_decide_is_deterministic():
+    base, cand = samples(10, 0.1, 40, 1), samples(10.6, 0.1, 40, 2)
+    assert decide(base, cand, "median", 0.05, seed=9) == decide(base, cand, "median", 0.05, seed=9)
+
+
+def test_terminal_output_keeps_backend_options_and_brackets():
+    """Backend labels look like rich markup (`compile[mode=max-autotune]`): they must print verbatim."""
+    import io
+
+    from rich.console import Console
+
+    from resbench.compare import print_comparison
+
+    base = run([row(backend="compile", options={"mode": "max-autotune"}, seed=1)], packages={"x": "[/1]"})
+    cand = run([row(backend="compile", options={"mode": "max-autotune"}, seed=2)], packages={"x": "[/2]"})
+    buffer = io.StringIO()
+    print_comparison(compare_runs(base, cand), Console(file=buffer, width=250, color_system=None))
+    text = buffer.getvalue()
+    assert "resnet50 compile[mode=max-autotune] b1 bf16" in text
+    assert "packages.x: [/1] -> [/2]" in text
