@@ -59,6 +59,23 @@ class Backend(ABC):
         """Backend-specific numerics settings recorded per row (e.g. TensorRT builder flags)."""
         return {}
 
+    def supports(self, case: Case) -> tuple[bool, str]:
+        """(True, "") if this backend can run `case`; otherwise (False, why) -> a `skipped` row.
+
+        For limits known before any work that `available` cannot see because they depend on the case
+        (a dtype the runtime has no kernels for, an option that needs a CUDA device)."""
+        return True, ""
+
+    def artifacts(self) -> dict[str, Any]:
+        """What the last `prepare` produced and chose (provider, engine or package size, export and
+        build times...), recorded in the row's `artifacts`."""
+        return {}
+
+
+class PrepareError(RuntimeError):
+    """`prepare` could not build the callable (export, parse or build failed). The first line of the
+    message names the stage and carries the tool's own message; the runner records it as `failed`."""
+
 
 def cast_model(model: torch.nn.Module, case: Case) -> torch.nn.Module:
     """The model in the case's storage dtype (tf32 stays fp32), in place."""

@@ -1,19 +1,52 @@
-"""PyTorch eager: the baseline every speedup is measured against."""
+"""PyTorch eager: the baseline every speedup is measured against.
+
+`cuda_graphs` captures the eager forward after warm-up (cudnn.benchmark's algorithm search happens in
+the warm-up calls, outside the graph); replay then launches the whole network as one graph."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from resbench.backends.base import Backend, Forward, cast_model, register
+from resbench.backends.base import Backend, BackendOptions, Forward, cast_model, register
+from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture, wants_graph
+
+
+class EagerOptions(BackendOptions):
+    cuda_graphs: CudaGraphSetting = False
 
 
 @register
 class EagerBackend(Backend):
     name = "eager"
     description = "PyTorch eager mode (cuDNN / oneDNN kernels, one launch per op)"
+    Options = EagerOptions
+
+    def __init__(self) -> None:
+        self._artifacts: dict[str, Any] = {}
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         return True, ""
 
+    def supports(self, case) -> tuple[bool, str]:
+        if self.options(case).cuda_graphs is True and case.device != "cuda":
+            return False, "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
+        return True, ""
+
+    def artifacts(self) -> dict[str, Any]:
+        return dict(self._artifacts)
+
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
-        return cast_model(model, case)
+        options: EagerOptions = self.options(case)
+        model = cast_model(model, case)
+        captured = wants_graph(options.cuda_graphs, example.device)
+        self._artifacts = {"cuda_graph": captured}
+        if not captured:
+            return model
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():  # no autograd state recorded into the graph
+                return model(x)
+
+        return maybe_capture(forward, example, options.cuda_graphs)

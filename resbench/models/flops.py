@@ -29,8 +29,15 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, image_size: int = 224) -> int:
-    """FLOPs of one forward pass of one image, counted on the meta device."""
-    meta_model = copy.deepcopy(model).to("meta")
+    """FLOPs of one forward pass of one image, counted on the meta device; a model whose forward needs
+    real values (data-dependent control flow, `.item()`) is counted on one real CPU image instead."""
+    try:
+        return _count_flops(copy.deepcopy(model).to("meta"), image_size, "meta")
+    except (NotImplementedError, RuntimeError):
+        return _count_flops(copy.deepcopy(model).to("cpu", torch.float32), image_size, "cpu")
+
+
+def _count_flops(model: nn.Module, image_size: int, device: str) -> int:
     total = 0
 
     def conv_hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
@@ -43,15 +50,17 @@ def count_flops(model: nn.Module, image_size: int = 224) -> int:
         total += 2 * output.numel() * module.in_features
 
     handles = []
-    for module in meta_model.modules():
+    for module in model.modules():
         if isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
-    with torch.no_grad():
-        meta_model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
-    for handle in handles:
-        handle.remove()
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
     return total
 
 

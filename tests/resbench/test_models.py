@@ -140,3 +140,23 @@ def test_missing_package_is_a_clear_error() -> None:
 def test_python_spec_builds_any_module() -> None:
     model = build_model(ModelSpec("python:resbench.models.resnet:resnet18"))
     assert model_cost(model, 224).params == TORCHVISION["resnet18"][0]
+
+
+class DataDependent(torch.nn.Module):
+    """A forward that branches on a tensor's value: cannot run on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if y.sum().item() > 1e30:
+            y = y * 2
+        return self.fc(y.mean((2, 3)))
+
+
+def test_flops_of_a_model_that_needs_real_values() -> None:
+    cost = model_cost(DataDependent(), 32)
+    assert cost.flops_per_image == 2 * 32 * 32 * 8 * 27 + 2 * 8 * 10
