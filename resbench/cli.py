@@ -10,7 +10,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,17 +39,26 @@ def default_out_path(suite_name: str) -> Path:
 @app.command()
 def run(
     suite: Annotated[Path, typer.Argument(help="Suite YAML file, e.g. suites/resnet50.yaml")],
-    out: Annotated[Optional[Path], typer.Option(help="Run file to write (default runs/<suite>/<time>.json)")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Run file of an interrupted run: measure only the "
+    out: Annotated[Path | None, typer.Option(help="Run file to write (default runs/<suite>/<time>.json)")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Run file of an interrupted run: measure only the "
                                                         "cases that are missing or did not finish")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: the suite's, auto = cuda if "
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the suite's, auto = cuda if "
                                                        "available)")] = None,
     repeat: Annotated[int, typer.Option(help="Measure the whole suite K times; rows report the "
                                              "run-to-run spread of the medians")] = 1,
+    no_isolation: Annotated[bool, typer.Option("--no-isolation", help="Run every group in this process "
+                                               "instead of a fresh worker (debugging: a crash or hang then "
+                                               "ends the run)")] = False,
 ) -> None:
     """Measure a suite and write a run file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from resbench import runner
     from resbench.environment import fingerprint
@@ -59,28 +68,57 @@ def run(
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
-    loaded = load_suite(suite)
-    resolved = resolve_device(_device_choice(device or loaded.device))
-    cases = expand(loaded, resolved)
-    out_path = out or resume or default_out_path(loaded.name)
-    runner.check_writable(out_path)
-    if resume is not None:
-        run_file = RunFile.load(resume)
-        cases = runner.pending_cases(run_file, loaded, cases, str(resume))
-    else:
-        run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as bar:
-        task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
-        runner.run_suite(
-            cases, run_file, out_path, repeat=repeat,
-            on_group_done=lambda group, _rows: bar.advance(task, len(group)),
-            progress=lambda message: bar.update(task, description=message),
-        )
-        bar.update(task, description=f"{loaded.name}: done")
+    started = False
+    previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
+    try:
+        loaded = load_suite(suite)
+        resolved = resolve_device(_device_choice(device or loaded.device))
+        cases = expand(loaded, resolved)
+        out_path = out or resume or default_out_path(loaded.name)
+        runner.check_writable(out_path)
+        if resume is not None:
+            run_file = RunFile.load(resume)
+            cases = runner.pending_cases(run_file, loaded, cases, str(resume))
+        else:
+            run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"))
+        costs = runner.preflight(cases, isolate=not no_isolation, repeat=repeat)  # before any work
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        started = True
+        with Progress(*columns, console=stderr, transient=False) as bar:
+            task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
+            runner.run_suite(
+                cases, run_file, out_path, repeat=repeat, isolate=not no_isolation, costs=costs,
+                on_group_done=lambda group, _rows: bar.advance(task, len(group)),
+                progress=lambda message: bar.update(task, description=message),
+            )
+            bar.update(task, description=f"{loaded.name}: done")
+    except KeyboardInterrupt:
+        if started and out_path.is_file():
+            stderr.print(f"run file {out_path} keeps {len(run_file.rows)} finished case(s); finish it with "
+                         f"`resbench run {suite} --resume {out_path}`", markup=False, highlight=False,
+                         soft_wrap=True)
+        # typer turns a KeyboardInterrupt into a returned exit code that main() does not see; an Abort
+        # reaches main(), which exits 130
+        raise _click_classes("Abort")[0]() from None
+    finally:
+        _on_sigterm(previous_term)
     print_run(run_file, stdout)
     stdout.print(f"run file: {out_path}")
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM and return the previous one (only the main thread may)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @app.command("list")
@@ -116,7 +154,7 @@ def _cell(value: object) -> str:
 
 @app.command()
 def env(
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Versions, device, and which backends can run here (with the reason when not)."""
@@ -188,7 +226,9 @@ def compare(
         text = render_markdown(comparison)
         _write_output("--md", md, lambda target: target.write_text(text, encoding="utf-8"))
     if comparison.exit_code:
-        raise click.exceptions.Exit(comparison.exit_code)
+        # SystemExit, not typer.Exit: under standalone_mode=False click *returns* Exit's code from app()
+        # instead of raising it, and main() exits 0 after app() returns.
+        raise SystemExit(comparison.exit_code)
 
 
 @app.command()
@@ -252,7 +292,8 @@ def main() -> None:
     """Console-script entry point: one-line errors, exit 2 for usage/input errors, 130 on Ctrl-C."""
     click_exit, click_error, click_abort = (_click_classes(n) for n in ("Exit", "ClickException", "Abort"))
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* the code of a `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
     except ResbenchError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -276,7 +317,7 @@ def main() -> None:
         stderr.print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                      markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def fingerprint(device: str) -> dict[str, Any]:
 def _gpu_details(device: str) -> dict[str, Any]:
     """Driver, power limit, ECC, MIG and persistence mode from NVML; 'not available' without it."""
     if device != "cuda":
-        return {}
+        return {"nvml": "not available: CPU run (NVML reports GPUs only)"}
     try:
         from resbench import telemetry
 

@@ -3,8 +3,12 @@
 Cases sharing (model, weights, dtype, batch) form a group. A group builds the model once, prepares every
 backend in it (prepare and first call timed separately), warms each up, measures them in interleaved
 rounds (timing.py), then checks each against the fp64 reference on the parity batch (parity.py). One
-failing backend becomes a `failed`/`oom` row and never costs another its result. The run file is
-rewritten atomically after every group."""
+failing backend becomes a `failed`/`oom` row and never costs another its result.
+
+By default each group runs in a fresh worker process (isolation.py, worker.py), so a crash, a hard OOM
+or a hang becomes a `crashed`/`timeout` row and the run goes on; `isolate=False` runs groups in this
+process (for debugging). Before any measuring, `preflight` builds every model the suite names and reads
+every weights file. The run file is rewritten atomically whenever a case finishes (docs/running.md)."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import gc
 import os
 import resource
 import sys
+import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +28,12 @@ from typing import Any
 
 import torch
 
-from resbench import hardware, parity
+from resbench import hardware, parity, telemetry
 from resbench.backends import get_backend
 from resbench.backends.base import Forward, private_copy
 from resbench.dtypes import torch_dtype
 from resbench.environment import device_name
+from resbench.errors import ModelError, ResbenchError, UsageError
 from resbench.models import ModelCost, ModelSpec, build_model, model_cost
 from resbench.numerics import pinned
 from resbench.results import Memory, ResultRow, RunFile
@@ -35,7 +42,10 @@ from resbench.suite import Case, ParityConfig, Suite
 from resbench.timing import Measurement, Sampler, measure_interleaved, noise_warnings, synchronize, warmup
 
 ProgressFn = Callable[[str], None]
+StageFn = Callable[[int | None, str], None]   # (index of the case in its group, or None for the group; stage)
+RowFn = Callable[[int, ResultRow], None]      # (index of the case in its group, its final row)
 MB = 2**20
+IN_WORKER = False  # set by resbench.worker: memory figures then describe one group's process
 
 
 def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
@@ -140,9 +150,11 @@ class Prepared:
     warnings: list[str]
 
 
-def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[str, Any]) -> Prepared:
+def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[str, Any],
+             stage: Callable[[str], None]) -> Prepared:
     device = x.device
     backend = get_backend(case.backend)
+    stage("prepare")
     copy = private_copy(model).to(device=device).to(memory_format=_memory_format(case))
     synchronize(device)
     before = _allocated(device)
@@ -152,11 +164,13 @@ def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[st
     synchronize(device)
     prepare_s = time.perf_counter() - t0
     del copy  # the backend keeps what it needs
+    stage("first call")
     t0 = time.perf_counter()
     with torch.no_grad():
         fn(x)
     synchronize(device)
     first_call_s = time.perf_counter() - t0
+    stage("warm-up")
     sampler = Sampler(_no_grad(fn), x, case.timing.mode, case.timing.l2)
     warmup(sampler, case.timing.warmup_s)
     artifacts = backend.artifacts() if hasattr(backend, "artifacts") else {}
@@ -175,8 +189,10 @@ def _no_grad(fn: Forward) -> Forward:
 def _memory(p: Prepared, x: torch.Tensor) -> Memory:
     device = x.device
     if device.type != "cuda":
-        return Memory(process_mb=process_peak_rss_mb(),
-                      source="process_mb: peak RSS of the whole measuring process so far (CPU)")
+        source = ("process_mb: peak RSS of this group's worker process (model, every backend of the group, "
+                  "parity reference)" if IN_WORKER else
+                  "process_mb: peak RSS of the whole measuring process so far (in-process run, CPU)")
+        return Memory(process_mb=process_peak_rss_mb(), source=source)
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
@@ -213,53 +229,90 @@ def _eager_rel_l2(model: torch.nn.Module, case: Case, images: torch.Tensor, refe
         return None
 
 
-def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None) -> list[ResultRow]:
-    """Measure one (model, weights, dtype, batch) group; returns one row per case, in case order."""
+def stage_text(cases: list[Case], index: int | None, stage: str) -> str:
+    """'resnet18 fp32 b2: first call of compile[mode=max-autotune]' (progress lines, crash reasons)."""
+    first = cases[0]
+    what = stage if index is None else f"{stage} of {cases[index].backend_label}"
+    return f"{first.model.name} {first.dtype} b{first.batch_size}: {what}"
+
+
+def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
+              on_stage: StageFn | None = None, on_row: RowFn | None = None,
+              cost: ModelCost | None = None) -> list[ResultRow]:
+    """Measure one (model, weights, dtype, batch) group; returns one row per case, in case order.
+
+    `on_stage(index, stage)` is called whenever the work moves to another case or stage (a worker reports
+    it so that its parent can name the stage a crash or hang happened in); `on_row(index, row)` as soon
+    as a case's row is final. `cost` (from `preflight`) saves counting the model's FLOPs again."""
     first = cases[0]
     device = torch.device(first.device)
-    title = f"{first.model.name} {first.dtype} b{first.batch_size}"
     rows: dict[int, ResultRow] = {}
+    last_stage: dict[int | None, str] = {}
+
+    def stage(index: int | None, what: str) -> None:
+        last_stage[index] = what
+        if on_stage is not None:
+            on_stage(index, what)
+        progress(stage_text(cases, index, what))
+
+    def emit(index: int, row: ResultRow) -> None:
+        rows[index] = row
+        if on_row is not None:
+            on_row(index, row)
+
     try:
-        progress(f"{title}: building model")
+        stage(None, "building model")
         model = _model(first.model, first.parity.seed)
-        cost = _cost(first.model, first.parity.seed, first.image_size)
+        cost = cost or _cost(first.model, first.parity.seed, first.image_size)
+        x = timing_input(first)
     except Exception as exc:
-        return [_failure_row(c, None, exc, "model") for c in cases]
+        for i, case in enumerate(cases):
+            emit(i, _failure_row(case, cost, exc, "model"))
+        return [rows[i] for i in range(len(cases))]
 
     prepared: list[tuple[int, Prepared]] = []
-    x = timing_input(first)
-    with pinned(first.dtype) as flags:
+    with pinned(first.dtype) as flags, telemetry.Monitor(first.device, _device_index(device)) as monitor:
         for i, case in enumerate(cases):
             backend = get_backend(case.backend)
             ok, reason = backend.available(device)
             if ok and hasattr(backend, "supports"):
                 ok, reason = backend.supports(case)
             if not ok:
-                rows[i] = base_row(case, cost, "skipped", reason)
+                emit(i, base_row(case, cost, "skipped", reason))
                 continue
-            progress(f"{title}: preparing {case.backend_label}")
             try:
-                prepared.append((i, _prepare(case, model, x, flags)))
+                prepared.append((i, _prepare(case, model, x, flags, functools.partial(stage, i))))
             except Exception as exc:
-                rows[i] = _failure_row(case, cost, exc, "prepare", numerics=flags)
+                emit(i, _failure_row(case, cost, exc, last_stage.get(i, "prepare"), numerics=flags))
                 if first.device == "cuda":
                     torch.cuda.empty_cache()
 
         if prepared:
-            progress(f"{title}: measuring {len(prepared)} backend(s) in interleaved rounds")
-            measure_interleaved([p.measurement for _, p in prepared], first.timing)
+            index_of = {id(p.measurement): i for i, p in prepared}
 
-        progress(f"{title}: parity")
+            def on_slice(m: Measurement) -> None:
+                stage(index_of[id(m)], "measure")
+                monitor.label = m.label
+
+            def accept_slice(m: Measurement, t0: float, t1: float) -> bool:
+                return monitor.slice_ok(m.label, t0, t1)
+
+            measure_interleaved([p.measurement for _, p in prepared], first.timing, on_slice=on_slice,
+                                accept_slice=accept_slice if monitor.available else None)
+            monitor.label = None
+
+        stage(None, "parity reference")
         try:
             images = parity.parity_images(first.parity.samples, first.image_size, first.parity.seed)
             reference = _reference(first.model, first.image_size, first.parity, first.device)
             eager_error = _eager_rel_l2(model, first, images, reference, device)
+            reference_failure = None
         except Exception as exc:
             images = reference = eager_error = None
             reference_failure = describe(exc)
         for i, p in prepared:
-            rows[i] = _finish(p, x, cost, images, reference, eager_error,
-                              None if reference is not None else reference_failure)
+            emit(i, _finish(p, x, cost, images, reference, eager_error, reference_failure,
+                            monitor.summary(p.measurement.label), functools.partial(stage, i)))
     del prepared
     gc.collect()
     if device.type == "cuda":
@@ -267,23 +320,38 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None) -> li
     return [rows[i] for i in range(len(cases))]
 
 
+def _device_index(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor | None,
-            reference: torch.Tensor | None, eager_error: float | None, reference_failure: str | None) -> ResultRow:
+            reference: torch.Tensor | None, eager_error: float | None, reference_failure: str | None,
+            clock: dict[str, Any], stage: Callable[[str], None]) -> ResultRow:
     case, m = p.case, p.measurement
+    clock = dict(clock)
+    if m.discarded:
+        clock["discarded_samples"] = len(m.discarded)
     common = dict(prepare_s=p.prepare_s, first_call_s=p.first_call_s, numerics=p.numerics,
-                  artifacts=p.artifacts)
+                  artifacts=p.artifacts, telemetry=clock)
     if m.failed is not None:
         return _failure_row(case, cost, m.failed, "measure", samples_ms=m.samples, **common)
-    stats = summarize(m.samples)
+    warnings = p.warnings + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
+    samples = m.samples
+    if not samples:  # every slice was vetoed: report them rather than nothing, and say so
+        samples = m.discarded
+        warnings.append("every slice was taken at a low SM clock; the statistics use them anyway")
+    stats = summarize(samples)
     tflops, pct, source = hardware.achieved(cost.gflops, case.batch_size, stats.median,
                                             device_name(case.device), case.dtype)
-    warnings = p.warnings + noise_warnings(m, case.timing)
     if stats.cv > 0.025:
         warnings.append(f"CV {stats.cv:.1%} > 2.5%: latency varies between calls")
     row_parity = None
     if reference is None:
         warnings.append(f"parity not checked: reference failed ({reference_failure})")
     else:
+        stage("parity")
         try:
             out = parity.run_on_parity_batch(p.fn, images, case.batch_size, torch_dtype(case.dtype),
                                              _memory_format(case), x.device)
@@ -293,12 +361,13 @@ def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor 
                                         reference=_reference_label(case))
         except Exception as exc:
             warnings.append(f"parity not checked: {describe(exc)}")
+    stage("memory")
     try:
         memory = _memory(p, x)
     except Exception as exc:
         memory = Memory(source=f"not measured: {describe(exc)}")
     return base_row(
-        case, cost, latency_ms=stats, samples_ms=m.samples,
+        case, cost, latency_ms=stats, samples_ms=samples,
         throughput_ips=case.batch_size / (stats.median * 1e-3), tflops=tflops, pct_peak=pct, peak_source=source,
         memory=memory, parity=row_parity, warnings=warnings, **common,
     )
@@ -316,18 +385,91 @@ def debug_traceback() -> str:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before any work if the run file cannot be written."""
-    from resbench.errors import UsageError
-
+    """Fail before any work if the run file cannot be written: the folder is created, and a temporary
+    file is created and removed in it (permission bits alone say nothing for root or a read-only mount)."""
     if path.exists() and path.is_dir():
         raise UsageError(f"output path {str(path)!r} is a directory; give a .json file path")
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(folder)!r}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"output folder {str(folder)!r} is not writable")
+        raise UsageError(f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"output folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"output file {str(path)!r} is not writable")
+
+
+Costs = dict[tuple[ModelSpec, int], ModelCost]
+
+
+def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -> Costs:
+    """Before any measuring: every input batch fits the device, every model the cases name can be built,
+    every weights file is a checkpoint of its architecture, read safely (models/weights.py), and (when
+    isolating) RESBENCH_WORKER_MEMORY_MB is valid. Raises a one-line ResbenchError.
+
+    Returns the params and FLOPs of the (model, image size)s that more than one worker would count (or
+    all, in-process), counted here once: the count runs the model on the meta device, whose first use in
+    a process imports torch._dynamo (~3 s on 2 cores), a price each worker would otherwise pay again."""
+    from resbench.models.registry import construct
+    from resbench.models.weights import load_weights
+
+    if isolate:
+        from resbench.isolation import memory_cap_mb
+
+        memory_cap_mb()
+    cases = list(cases)
+    _check_input_sizes(cases)
+    workers = Counter((group[0].model, group[0].image_size) for group in group_cases(cases))
+    sizes: dict[ModelSpec, set[int]] = {}
+    for case in cases:
+        sizes.setdefault(case.model, set()).add(case.image_size)
+    costs: Costs = {}
+    for spec, image_sizes in sizes.items():
+        try:
+            model = construct(spec)
+            if spec.weights is not None:
+                load_weights(model, Path(spec.weights), spec.name)
+            for size in sorted(image_sizes):
+                if not isolate or workers[spec, size] * repeat > 1:
+                    costs[spec, size] = model_cost(model, size)
+        except ResbenchError:
+            raise
+        except Exception as exc:  # a python:module:callable factory (or its forward) may raise anything
+            raise ModelError(f"model {spec.name!r} cannot be built: {describe(exc)}") from None
+        del model
+    return costs
+
+
+def _device_memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def _check_input_sizes(cases: list[Case]) -> None:
+    """A batch whose input tensor alone exceeds the device's memory can never run: say so before any work
+    (smaller impossible sizes surface as `oom` rows, which is what they are)."""
+    biggest: dict[str, Case] = {}
+    for case in cases:
+        if case.device not in biggest or _input_bytes(case) > _input_bytes(biggest[case.device]):
+            biggest[case.device] = case
+    for device, case in biggest.items():
+        need, have = _input_bytes(case), _device_memory_bytes(device)
+        if need > have:
+            raise ResbenchError(
+                f"batch size {case.batch_size} at {case.image_size}x{case.image_size} px in {case.dtype} needs "
+                f"{need / 2**30:,.1f} GiB for the input batch alone; the {device} device has {have / 2**30:,.1f} "
+                f"GiB (suite keys batch_sizes / image_size)")
+
+
+def _input_bytes(case: Case) -> int:
+    return case.batch_size * 3 * case.image_size ** 2 * torch.empty((), dtype=torch_dtype(case.dtype)).element_size()
 
 
 FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures only crashed / timeout / missing
@@ -335,8 +477,6 @@ FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures only 
 
 def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> list[Case]:
     """For --resume: refuse a run file of another suite; drop its unfinished rows; return the cases left."""
-    from resbench.errors import UsageError
-
     recorded = run.suite
     current = suite.model_dump(mode="json")
     if recorded != current:
@@ -366,19 +506,47 @@ def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
     return combined
 
 
-def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
+GroupRunner = Callable[..., list[ResultRow]]
+
+
+def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1, isolate: bool = True,
+              costs: Costs | None = None,
               on_group_done: Callable[[list[Case], list[ResultRow]], None] = lambda _g, _r: None,
               progress: ProgressFn = lambda _m: None) -> RunFile:
-    """Measure `cases` group by group, appending rows to `run` and saving it atomically after each group.
-    Rows already in `run` are kept. Ctrl-C leaves the file with every finished group."""
+    """Measure `cases` group by group, appending rows to `run`. Rows already in `run` are kept.
+
+    `preflight` runs first (unless the caller ran it and passes its `costs`), so bad models or weights
+    fail before the run file is written. With
+    `isolate` each group (each repetition of it) runs in a fresh worker process. The run file is saved
+    atomically as soon as a case's row is final (with `repeat` > 1: after each group, since a row then
+    combines K repetitions), so Ctrl-C or a killed run leaves a valid file with every finished case."""
+    if costs is None:
+        costs = preflight(cases, isolate=isolate, repeat=repeat)
+    if isolate:
+        from resbench.isolation import run_group_isolated
+
+        run_one: GroupRunner = run_group_isolated
+    else:
+        run_one = run_group
     run.save(out)
     for group in group_cases(cases):
+        start = len(run.rows)
+        streamed: dict[int, ResultRow] = {}
+
+        def on_row(index: int, row: ResultRow, streamed: dict[int, ResultRow] = streamed,
+                   start: int = start) -> None:
+            streamed[index] = row
+            run.rows[start:] = [streamed[i] for i in sorted(streamed)]
+            run.save(out)
+
         repeats = []
         for k in range(repeat):
             prefix = f"[{k + 1}/{repeat}] " if repeat > 1 else ""
-            repeats.append(run_group(group, lambda m, prefix=prefix: progress(prefix + m)))
+            repeats.append(run_one(group, lambda m, prefix=prefix: progress(prefix + m),
+                                   on_row=on_row if repeat == 1 else None,
+                                   cost=costs.get((group[0].model, group[0].image_size))))
         rows = combine_repeats(repeats) if repeat > 1 else repeats[0]
-        run.rows.extend(rows)
+        run.rows[start:] = rows
         run.save(out)
         on_group_done(group, rows)
     return run

@@ -8,11 +8,21 @@ Modes (always named in the row's `timing_mode`):
 - `e2e`: host wall clock around host->device copy of a pinned batch, the call, the device->host copy of
   the logits and a synchronize: what a Python caller sees.
 
-Stopping rule per backend: samples are taken in slices of min_time_s / rounds; after each slice the
-backend has converged when it has >= min_iters samples, >= min_time_s of measured time and a median CI
-half-width <= target_rel_ci. It stops at max_time_s regardless (the row then carries a noise warning).
+Stopping rule per backend: samples are taken in slices of min_time_s / rounds; after each slice (from
+the last round on) the backend has converged when it has >= min_iters samples, >= min_time_s of measured
+time and a median CI half-width <= target_rel_ci. It stops once max_time_s of host time has gone into
+sampling it (timer overhead and cold-L2 flushes included) regardless; a row that then misses the target
+carries a noise warning naming what it missed.
 Backends of one group take their slices in interleaved rounds, alternating the order (ABC, CBA, ...),
-so clock or thermal drift hits all of them alike."""
+so clock or thermal drift hits all of them alike. A caller may veto a slice after the fact
+(`accept_slice`, e.g. GPU telemetry saw the SM clock below 75% of its default during it): the slice's
+samples move to `Measurement.discarded`, the backend pauses CLOCK_RECOVERY_S, and sampling goes on
+(nvbench's throttle rule; measurement.md 4.6).
+
+L2 (`timing.l2`): `warm` leaves caches as the previous call left them (weights of small ResNets stay in
+a 50 MB L2); `cold` writes a COLD_L2_BYTES buffer before every timed call, outside the timed region (on
+the GPU the flush kernel is enqueued before the start event; on the host it runs before the timer
+starts), so each sample starts with no model state in cache."""
 
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ WARMUP_MIN_ITERS = 10     # and at least warmup_s (trtexec: 200 ms; optimum-benc
 WARMUP_CAP_S = 30.0       # a warm-up never runs longer than this
 GRAPH_UNROLL = 10         # calls per captured graph in `graph` mode
 COLD_L2_BYTES = 256 << 20  # 256 MiB written between calls in `l2: cold` (> 5x the H200's 50 MB L2)
+CLOCK_RECOVERY_S = 0.05   # pause after a discarded slice before sampling again (nvbench's default)
 
 
 def synchronize(device: torch.device) -> None:
@@ -47,14 +58,15 @@ class Sampler:
         self.warnings: list[str] = []
         if mode == "graph" and not x.is_cuda:
             self.warnings.append("timing mode 'graph' needs CUDA; measured in 'device' mode on CPU")
-        self._flush = torch.empty(COLD_L2_BYTES, dtype=torch.uint8, device=x.device) if l2 == "cold" else None
+        # l2 cold: written before every timed call, outside the timed region
+        self.flush_buffer = torch.empty(COLD_L2_BYTES, dtype=torch.uint8, device=x.device) if l2 == "cold" else None
         self._graph: torch.cuda.CUDAGraph | None = None
         if self.mode == "e2e":
             self._host_input = x.detach().to("cpu").pin_memory() if x.is_cuda else x.detach().clone()
 
     def _flush_l2(self) -> None:
-        if self._flush is not None:
-            self._flush.zero_()
+        if self.flush_buffer is not None:
+            self.flush_buffer.zero_()
 
     def _call_e2e(self) -> None:
         x = self._host_input.to(self.device, non_blocking=True)
@@ -128,6 +140,7 @@ class Measurement:
     label: str
     sampler: Sampler
     samples: list[float] = field(default_factory=list)
+    discarded: list[float] = field(default_factory=list)   # samples of slices the caller vetoed
     spent_s: float = 0.0          # host wall time spent sampling (includes sync and timer overhead)
     converged: bool = False
     failed: BaseException | None = None
@@ -142,57 +155,89 @@ def has_converged(samples: Sequence[float], cfg: TimingConfig) -> bool:
             and rel_ci_half_width(samples) <= cfg.target_rel_ci)
 
 
-def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> None:
+def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> list[float]:
     """Sample for about slice_s of host time (and at least min_iters / rounds calls), in chunks sized from
     the host time per sample seen so far (not the median latency: on a loaded host the mean host cost
-    per call can be many times the median, and a chunk sized from the median overshoots the slice)."""
+    per call can be many times the median, and a chunk sized from the median overshoots the slice).
+    Returns the slice's samples; the caller decides whether they are kept."""
     t0 = time.perf_counter()
     need = -(-cfg.min_iters // cfg.rounds)
-    taken = 0
+    taken: list[float] = []
     while True:
         elapsed = time.perf_counter() - t0
-        if taken >= need and elapsed >= slice_s:
+        if len(taken) >= need and elapsed >= slice_s:
             break
-        spent, count = m.spent_s + elapsed, len(m.samples)
+        spent, count = m.spent_s + elapsed, len(m.samples) + len(m.discarded) + len(taken)
         if count == 0:
             chunk = 1
         else:
             per_sample_s = max(spent / count, 1e-6)
             chunk = int(min(max((slice_s - elapsed) / per_sample_s, 1), 1000))
-            chunk = max(chunk, need - taken)
-        m.samples.extend(m.sampler.sample(chunk))
-        taken += chunk
+            chunk = max(chunk, need - len(taken))
+        taken.extend(m.sampler.sample(chunk))
     m.spent_s += time.perf_counter() - t0
+    return taken
 
 
 def measure_interleaved(measurements: list[Measurement], cfg: TimingConfig,
-                        on_round: Callable[[int], None] | None = None) -> None:
+                        on_round: Callable[[int], None] | None = None, *,
+                        on_slice: Callable[[Measurement], None] | None = None,
+                        accept_slice: Callable[[Measurement, float, float], bool] | None = None) -> None:
     """Fill every measurement's samples by the stopping rule, in alternating interleaved rounds.
-    A backend whose call raises keeps `failed` set and drops out; the others go on."""
+    A backend whose call raises keeps `failed` set and drops out; the others go on.
+
+    `on_slice(m)` is called before each slice (progress, telemetry labels, a worker's watchdog);
+    `accept_slice(m, t0, t1)` after it, with the slice's perf_counter bounds: False discards the slice."""
     slice_s = max(cfg.min_time_s / cfg.rounds, 1e-3)
     round_index = 0
     while True:
-        active = [m for m in measurements if not m.converged and m.failed is None and m.spent_s < cfg.max_time_s]
+        active = [m for m in measurements
+                  if not m.converged and m.failed is None and m.spent_s < cfg.max_time_s]
         if not active:
             break
         order = active if round_index % 2 == 0 else active[::-1]
         for m in order:
+            if on_slice is not None:
+                on_slice(m)
+            t0 = time.perf_counter()
             try:
-                _take_slice(m, cfg, min(slice_s, max(cfg.max_time_s - m.spent_s, 1e-3)))
+                taken = _take_slice(m, cfg, min(slice_s, max(cfg.max_time_s - m.spent_s, 1e-3)))
             except Exception as exc:  # a backend failing mid-measurement must not lose the others
                 m.failed = exc
                 continue
+            if accept_slice is None or accept_slice(m, t0, time.perf_counter()):
+                m.samples.extend(taken)
+            else:
+                m.discarded.extend(taken)
+                time.sleep(CLOCK_RECOVERY_S)
             m.converged = round_index + 1 >= cfg.rounds and has_converged(m.samples, cfg)
         round_index += 1
         if on_round is not None:
             on_round(round_index)
+    for m in measurements:  # out of time before `rounds` rounds, yet the target met: not noisy
+        if m.failed is None and not m.converged:
+            m.converged = has_converged(m.samples, cfg)
+
+
+DISCARD_WARN_FRACTION = 0.05  # flag a row when more than this share of its samples was discarded (4.6)
 
 
 def noise_warnings(m: Measurement, cfg: TimingConfig) -> list[str]:
-    """The row's warnings when the stopping rule's target was not met."""
+    """The row's warnings when the stopping rule's target was not met, or too many samples were discarded."""
     out = []
     if not m.converged:
+        missed = []
         rel = rel_ci_half_width(m.samples)
-        out.append(f"noisy: median CI half-width {rel:.2%} > target {cfg.target_rel_ci:.2%} after "
-                   f"{len(m.samples)} samples ({m.spent_s:.1f} s, max_time_s {cfg.max_time_s:g})")
+        if rel > cfg.target_rel_ci:
+            missed.append(f"median CI half-width {rel:.2%} > target {cfg.target_rel_ci:.2%}")
+        if len(m.samples) < cfg.min_iters:
+            missed.append(f"{len(m.samples)} samples < min_iters {cfg.min_iters}")
+        if m.measured_s < cfg.min_time_s:
+            missed.append(f"{m.measured_s:.2f} s measured < min_time_s {cfg.min_time_s:g}")
+        out.append(f"noisy: {'; '.join(missed)} when max_time_s ran out ({len(m.samples)} samples, "
+                   f"{m.spent_s:.1f} s of sampling incl. overhead)")
+    total = len(m.samples) + len(m.discarded)
+    if total and len(m.discarded) / total > DISCARD_WARN_FRACTION:
+        out.append(f"throttled: {len(m.discarded)} of {total} samples ({len(m.discarded) / total:.0%}) "
+                   f"discarded because the SM clock fell below 75% of its default")
     return out

@@ -19,9 +19,8 @@ def resbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def test_smoke_suite_end_to_end(tmp_path: Path) -> None:
-    out = tmp_path / "smoke.json"
-    result = resbench("run", "suites/smoke.yaml", "--out", str(out), "--device", "cpu")
+def test_smoke_suite_end_to_end(smoke_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    result, out = smoke_run  # tests/conftest.py: `resbench run suites/smoke.yaml --out OUT --device cpu`
     assert result.returncode == 0, result.stderr
     assert f"run file: {out}" in result.stdout
     assert "resnet18 · fp32 · 64px" in result.stdout  # the table's title

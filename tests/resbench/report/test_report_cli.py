@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smoke") / "smoke.json"
-    result = subprocess.run([sys.executable, "-m", "resbench.cli", "run", "suites/smoke.yaml", "--out", str(out),
-                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def smoke(smoke_run) -> Path:
+    result, out = smoke_run  # tests/conftest.py: one real smoke run per session
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 

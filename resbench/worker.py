@@ -1,0 +1,118 @@
+"""The worker process of an isolated run (isolation.py starts it): `python -m resbench.worker FD`, or
+`main()` called with FD as the first argument.
+
+It reads one request from stdin (one JSON line: the group's cases and the parent's sys.path), runs
+runner.run_group on them, and writes JSON lines to file descriptor FD as it goes:
+  {"type": "ready"}                                  imports done, cases parsed
+  {"type": "stage", "case": i | null, "stage": s}    work moved to case i (null: group-wide) and stage s
+  {"type": "row", "case": i, "row": {...}}           case i's final row
+  {"type": "error", "message": s, "oom": bool}       an exception escaped the runner
+  {"type": "done"}                                   every row was sent
+The channel is a separate pipe, not stdout, so nothing a library prints can corrupt it; stdout and
+stderr go to the parent, which passes them on and keeps the tail for crash reasons.
+
+A worker never outlives its parent: stdin stays open for the whole group and its end (the parent exited,
+or was killed) ends the worker; on Linux PR_SET_PDEATHSIG does the same even if Python is stuck in C.
+RESBENCH_WORKER_MEMORY_MB caps the worker's address space (RLIMIT_AS) before torch is imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+EXIT_PARENT_GONE = 3
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the stdin watch below still applies
+
+    def watch_stdin() -> None:
+        try:
+            while sys.stdin.buffer.read(1 << 16):
+                pass
+        except (OSError, ValueError):
+            pass
+        os._exit(EXIT_PARENT_GONE)
+
+    threading.Thread(target=watch_stdin, name="resbench-parent-watch", daemon=True).start()
+
+
+def _cap_memory() -> None:
+    value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
+    if value:
+        import resource
+
+        cap = int(value) << 20
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    fd = int(argv[0])
+    os.set_inheritable(fd, False)  # programs the worker starts must not hold the parent's channel open
+    channel = os.fdopen(fd, "w", encoding="utf-8")
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            channel.write(json.dumps(message) + "\n")
+            channel.flush()
+        except (BrokenPipeError, OSError):
+            os._exit(EXIT_PARENT_GONE)
+
+    _cap_memory()
+    request = json.loads(sys.stdin.readline() or "null")
+    if not isinstance(request, dict):
+        os._exit(EXIT_PARENT_GONE)  # the parent went away before sending the cases
+    _die_with_parent()
+    for entry in request["sys_path"]:  # python:module:callable models import in the worker as in the parent
+        if entry not in sys.path:
+            sys.path.append(entry)
+
+    try:
+        from resbench import runner
+        from resbench.models import ModelCost
+        from resbench.suite import Case
+
+        runner.IN_WORKER = True
+        cases = [Case.model_validate(c) for c in request["cases"]]
+        cost = ModelCost(**request["cost"]) if request.get("cost") else None
+        send({"type": "ready"})
+        runner.run_group(
+            cases,
+            on_stage=lambda index, stage: send({"type": "stage", "case": index, "stage": stage}),
+            on_row=lambda index, row: send({"type": "row", "case": index, "row": row.model_dump(mode="json")}),
+            cost=cost,
+        )
+    except BaseException as exc:  # anything that escapes is reported, then the worker exits
+        from resbench.runner import describe, is_oom
+
+        send({"type": "error", "message": describe(exc), "oom": is_oom(exc)})
+        _exit(1)
+    send({"type": "done"})
+    _exit(0)
+    return 0
+
+
+def _exit(code: int) -> None:
+    """Leave without interpreter teardown (seconds with torch loaded; nothing left to flush but output)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Bad input end to end, through the command line's own entry point: each mistake is caught before the
+work it would spoil, as one line on stderr with exit code 2, and no run file is written. Weights files are
+never unpickled unsafely."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from resbench.cli import main
+from resbench.models import ModelSpec, construct
+
+sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
+import faults  # noqa: E402
+
+
+def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
+    """`resbench ARGS` in this process, as a user runs it: the exit code and the lines on stderr."""
+    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def assert_one_line_error(code: int, lines: list[str], fragment: str) -> None:
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: x\nmodels: [resnet18\n", "invalid YAML: line 3, column 1"),
+    (faults.suite_dict(batch_sizes="many"), "batch_sizes: Input should be a valid list"),
+    (faults.suite_dict(colour="red"), "unknown key 'colour'; allowed keys: name, description"),
+    (faults.suite_dict(models=["resnet19"]), "unknown model 'resnet19'; one of: resnet18"),
+    (faults.suite_dict(backends=["tensorflow"]), "backends[0].name: unknown backend 'tensorflow'"),
+    (faults.suite_dict(backends=[{"name": "eager", "graphs": True}]), "unknown option 'graphs' for backend"),
+    (faults.suite_dict(image_size=8), "image_size 8 is too small for a ResNet"),
+    (faults.suite_dict(batch_sizes=[0]), "batch size 0 is not allowed"),
+    (faults.suite_dict(timing={"min_time_s": 2, "max_time_s": 1}), "max_time_s (1.0) must be >= min_time_s"),
+    (faults.suite_dict(batch_sizes=[10**9], image_size=224), "in fp32 needs 560,760.5 GiB for the input batch alone"),
+    (faults.suite_dict(models=["python:no_such_module_xyz:build"]), "needs the package 'no_such_module_xyz'"),
+    (faults.suite_dict(models=["python:faults:no_such_factory"]), "has no callable 'no_such_factory'"),
+])
+def test_bad_suites(tmp_path, monkeypatch, capsys, text, fragment):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(text if isinstance(text, str) else yaml.safe_dump(text))
+    out = tmp_path / "run.json"
+    assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", out), fragment)
+    assert not out.exists()
+
+
+class CodeOnLoad:
+    """Unpickling this runs a shell command: what an unsafe torch.load of a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def weights_case(kind: str, folder: Path) -> tuple[str, Path, str]:
+    """(model, weights file, expected fragment) for one kind of bad weights file."""
+    path = folder / "weights.pth"
+    if kind == "missing":
+        return "resnet18", path, f"weights file {str(path)!r} does not exist"
+    if kind == "not a checkpoint":
+        path.write_text("these are not the weights you are looking for\n")
+        return "resnet18", path, "is not a readable checkpoint"
+    if kind == "another architecture":
+        torch.save(construct(ModelSpec("resnet18")).state_dict(), path)
+        return "resnet34", path, "does not fit model 'resnet34': 96 missing keys (first: 'layer1.2.bn1.bias')"
+    if kind == "code in the pickle":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": CodeOnLoad(folder / "pwned")}, path)
+        return "resnet18", path, "is not a readable checkpoint: Weights only load failed"
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "not a checkpoint", "another architecture", "code in the pickle"])
+def test_bad_weights_fail_before_any_case_runs(tmp_path, monkeypatch, capsys, kind):
+    model, weights, fragment = weights_case(kind, tmp_path)
+    suite = faults.write_suite(tmp_path / "suite.yaml", models=[{"name": model, "weights": str(weights)}])
+    out = tmp_path / "run.json"
+    assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", out), fragment)
+    assert not out.exists()
+    assert not (tmp_path / "pwned").exists()  # nothing in the file was executed
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("file/run.json", "cannot create output folder"),
+    (".", "is a directory; give a .json file path"),
+    ("/proc/run.json", "output folder '/proc' is not writable"),
+])
+def test_unwritable_output_fails_before_any_work(tmp_path, monkeypatch, capsys, where, fragment):
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    suite = faults.write_suite(tmp_path / "suite.yaml")
+    out = Path(where) if where.startswith("/") else tmp_path / where
+    assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", out), fragment)
+
+
+def test_a_bad_worker_memory_cap_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESBENCH_WORKER_MEMORY_MB", "12")
+    suite = faults.write_suite(tmp_path / "suite.yaml")
+    out = tmp_path / "run.json"
+    assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", out),
+                          "RESBENCH_WORKER_MEMORY_MB='12' is not allowed")
+    assert not out.exists()

@@ -1,0 +1,109 @@
+"""Timing on the host: the cold-L2 flush (between calls, never timed), the noise warning, interleaved
+rounds in alternating order, and slices discarded by a veto (the throttle rule)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from resbench.suite import TimingConfig
+from resbench.timing import COLD_L2_BYTES, Measurement, Sampler, measure_interleaved, noise_warnings
+
+X = torch.zeros(4)
+
+
+def test_cold_l2_flushes_before_every_call_outside_the_timed_region():
+    seen: list[int] = []      # the flush buffer's first byte as each call finds it
+    inside_ms: list[float] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        seen.append(int(sampler.flush_buffer[0]))
+        sampler.flush_buffer[0] = 1  # the next flush must zero it again
+        inside_ms.append((time.perf_counter() - t0) * 1e3)
+        return x
+
+    sampler = Sampler(fn, X, "device", "cold")
+    assert sampler.flush_buffer is not None and sampler.flush_buffer.numel() == COLD_L2_BYTES
+
+    samples = sampler.sample(7)
+
+    assert seen == [0] * 7  # flushed before every call
+    flush_ms = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sampler.flush_buffer.zero_()
+        flush_ms.append((time.perf_counter() - t0) * 1e3)
+    overhead = statistics.median(s - i for s, i in zip(samples, inside_ms, strict=True))
+    # A sample is the call plus timer overhead; had the flush (writing 256 MiB) been timed, every sample
+    # would exceed the call by a whole flush.
+    assert overhead < statistics.median(flush_ms) / 2, (overhead, flush_ms)
+
+
+def test_warm_l2_has_no_flush():
+    assert Sampler(lambda x: x, X, "device", "warm").flush_buffer is None
+
+
+def sleeper(*durations_s: float):
+    """A callable whose successive calls sleep the given durations in turn."""
+    state = {"calls": 0}
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        time.sleep(durations_s[state["calls"] % len(durations_s)])
+        state["calls"] += 1
+        return x
+
+    return fn
+
+
+def config(**fields) -> TimingConfig:
+    base = dict(warmup_s=0.0, min_iters=10, min_time_s=0.05, max_time_s=1.0, target_rel_ci=0.25, rounds=2)
+    return TimingConfig(**{**base, **fields})
+
+
+def test_noise_warning_only_when_the_target_is_not_met():
+    bimodal = Measurement("bimodal", Sampler(sleeper(0.001, 0.004), X, "device", "warm"))
+    steady = Measurement("steady", Sampler(sleeper(0.002), X, "device", "warm"))
+    cfg = config(max_time_s=0.3)
+
+    measure_interleaved([bimodal, steady], cfg)
+
+    # Half the calls take 1 ms and half 4 ms: the median's CI spans both modes, far above 25%.
+    assert not bimodal.converged
+    (warning,) = noise_warnings(bimodal, cfg)
+    assert warning.startswith("noisy: median CI half-width ") and "> target 25.00% when max_time_s ran out" in warning
+    assert steady.converged and noise_warnings(steady, cfg) == []
+
+
+def test_interleaved_rounds_alternate_their_order():
+    measurements = [Measurement(label, Sampler(sleeper(0.001), X, "device", "warm")) for label in "ABC"]
+    order: list[str] = []
+
+    measure_interleaved(measurements, config(rounds=2), on_slice=lambda m: order.append(m.label))
+
+    assert order[:6] == ["A", "B", "C", "C", "B", "A"]
+
+
+def test_vetoed_slices_are_discarded_and_flag_the_row():
+    m = Measurement("A", Sampler(sleeper(0.001), X, "device", "warm"))
+    verdicts = iter([False, False])  # the first two slices "ran at a low clock"
+
+    measure_interleaved([m], config(rounds=3), accept_slice=lambda _m, t0, t1: next(verdicts, True))
+
+    assert len(m.discarded) >= 2 * 4  # two slices of at least ceil(min_iters / rounds) samples each
+    assert len(m.samples) >= 10 and m.converged
+    warnings = noise_warnings(m, config(rounds=3))
+    assert any(w.startswith(f"throttled: {len(m.discarded)} of {len(m.discarded) + len(m.samples)} samples")
+               for w in warnings), warnings
+
+
+def test_running_out_of_time_with_the_target_met_is_not_noisy():
+    m = Measurement("A", Sampler(sleeper(0.002), X, "device", "warm"))
+    cfg = config(rounds=500, min_iters=5, min_time_s=0.01, max_time_s=0.1)  # time runs out long before 500
+
+    measure_interleaved([m], cfg)
+
+    assert m.spent_s >= cfg.max_time_s and len(m.samples) < cfg.rounds
+    assert m.converged and noise_warnings(m, cfg) == []
