@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from resbench.errors import ResbenchError, UsageError, one_of
@@ -149,7 +150,7 @@ def _cell(value: object) -> str:
         return f"{value:.2f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return "" if value is None else str(value)
+    return "" if value is None else escape(str(value))  # "[tensorrt]" is text, not rich markup
 
 
 @app.command()
@@ -170,12 +171,12 @@ def env(
         return
     table = Table("key", "value", header_style="bold", title="environment", title_justify="left")
     for key, value in info.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        table.add_row(key, escape(json.dumps(value) if isinstance(value, dict) else str(value)))
     stdout.print(table)
     backends = Table("backend", "available", "reason", header_style="bold", title=f"backends on {resolved}",
                      title_justify="left")
     for row in backend_rows:
-        backends.add_row(row["backend"], "yes" if row["available"] else "no", row["reason"])
+        backends.add_row(row["backend"], "yes" if row["available"] else "no", escape(row["reason"]))
     stdout.print(backends)
 
 

@@ -1,0 +1,533 @@
+"""Fused convolution + folded BatchNorm (+ downsample branch) (+ residual add) (+ ReLU) for inference.
+
+What it computes, for an input x (N x C x H x W) and a weight (K x C x R x S), groups = 1:
+
+    y = relu( conv(x, weight) * scale + shift  [+ conv1x1_strided(x_ds, weight_ds)]  [+ residual] )
+
+with `scale`, `shift` per output channel in fp32 (a folded BatchNorm, or ones and a conv bias), one fp32
+accumulator, and one rounding to the input dtype at the store.
+
+Layout: activations NHWC (`torch.channels_last` with the logical NCHW shape); the weight packed once as
+[R, S, C, K] (K contiguous) so a B tile [BLOCK_K, BLOCK_N] is a set of contiguous rows; output NHWC.
+
+Algorithm: implicit GEMM, M = N*P*Q output pixels, N_gemm = K output channels, K_red = R*S*C. One flattened
+reduction loop over (r, s, channel block) so the compiler pipelines a single loop (notes/kernels.md §6); a flat
+element-wise (r, s, c) gather when C is much smaller than BLOCK_K (the 3-channel stem); a plain-GEMM row
+mapping for 1x1 convolutions (strided ones are the downsample). GROUP_M swizzle of the 1-D tile grid.
+The optional downsample branch (1x1, stride STRIDE_DS, weights pre-multiplied by its BN scale, its BN shift
+already added into `shift`) continues into the same accumulator after the main loop: a BasicBlock or
+Bottleneck's block 0 finishes in one kernel (notes/kernels.md §9, option B). Split-K (SPLIT_K > 1) writes fp32
+partial sums to a [SPLIT_K, M, K] workspace; `_split_k_epilogue_kernel` adds them in a fixed order (so results
+are deterministic) and applies the epilogue: small-M layers (batch 1, layer3/4) fill the GPU that way.
+
+Precision: fp16 and bf16 operands with fp32 accumulation; fp32 operands through TF32 (`input_precision="tf32"`,
+cuDNN's default for convolutions) or exact fp32 (`"ieee"`). Under the Triton interpreter bf16 `tl.dot` is wrong
+(notes/kernels.md §16), so there the launcher widens bf16 tiles to fp32 before the dot (WIDEN_DOT), which is exact.
+ReLU propagates NaN like eager's `relu`.
+
+Hard limits: groups = 1 (grouped convolutions are folded and left to cuDNN by `kernels.fuse`); zero padding
+only; int32 offsets unless a tensor reaches 2**31 elements (then USE_INT64); inference only (no autograd).
+
+Naming: conv letters for sizes (N, C, H, W, K, R, S, P, Q); the weight pointer is WEIGHT because W is the input
+width.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from kernels.autotune import tune, tuning_active
+from kernels.configs import (
+    ConvProblem,
+    TileConfig,
+    current_forced_config,
+    reduction_iterations,
+    resolve_flat_rsc,
+    select_config,
+    tuned_config,
+)
+
+INPUT_PRECISIONS = ("tf32", "ieee")
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+INT32_LIMIT = 2**31
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference (pure PyTorch; tests import it)
+
+
+def conv_bn_act_ref(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, *,
+                    stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                    dilation: int | Sequence[int] = 1, residual: torch.Tensor | None = None,
+                    relu: bool = True, x_ds: torch.Tensor | None = None,
+                    weight_ds: torch.Tensor | None = None, stride_ds: int = 1,
+                    compute_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The fused op's math in `compute_dtype` (fp64 for tests), from the same (possibly 16-bit) tensors.
+
+    `weight` is K x C x R x S; `weight_ds` (K x C_ds x 1 x 1) is the downsample weight already multiplied by
+    its BN scale, whose shift is already inside `shift`. Returns NCHW in `compute_dtype`."""
+    c = compute_dtype
+    y = F.conv2d(x.to(c), weight.to(c), stride=_pair(stride, "stride"), padding=_pair(padding, "padding"),
+                 dilation=_pair(dilation, "dilation"))
+    y = y * scale.to(c).view(1, -1, 1, 1) + shift.to(c).view(1, -1, 1, 1)
+    if x_ds is not None:
+        y = y + F.conv2d(x_ds.to(c), weight_ds.to(c), stride=stride_ds)
+    if residual is not None:
+        y = y + residual.to(c)
+    return torch.relu(y) if relu else y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kernels
+
+
+@triton.jit
+def _conv_bn_act_kernel(
+    X,  # input, NHWC [N, H, W, C]
+    WEIGHT,  # packed weight [R, S, C, K], K contiguous
+    SCALE,  # fp32 [K]: per-output-channel multiplier (BN gamma / sqrt(var + eps))
+    SHIFT,  # fp32 [K]: per-output-channel offset (BN shift, + downsample BN shift with HAS_DOWNSAMPLE)
+    RESIDUAL,  # NHWC [N, P, Q, K] added before ReLU (unused, may alias Y, unless HAS_RESIDUAL)
+    X_DS,  # downsample input NHWC [N, H_DS, W_DS, C_DS] (unused unless HAS_DOWNSAMPLE)
+    WEIGHT_DS,  # downsample weight [C_DS, K], pre-multiplied by its BN scale (unused unless HAS_DOWNSAMPLE)
+    Y,  # output NHWC [N, P, Q, K]; with SPLIT_K > 1 an fp32 workspace [SPLIT_K, N*P*Q, K]
+    N, H, W, C,  # input sizes
+    P, Q, K,  # output height, width, channels
+    H_DS, W_DS, C_DS,  # downsample input sizes
+    R: tl.constexpr, S: tl.constexpr,  # filter height, width
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr,
+    DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    STRIDE_DS: tl.constexpr,  # downsample stride (both axes)
+    HAS_RESIDUAL: tl.constexpr, HAS_DOWNSAMPLE: tl.constexpr, APPLY_RELU: tl.constexpr,
+    FLAT_RSC: tl.constexpr,  # reduce over (r, s, c) flattened element-wise (C < BLOCK_K / 2, the stem)
+    EVEN_C: tl.constexpr,  # C % BLOCK_K == 0: no channel mask
+    EVEN_C_DS: tl.constexpr,  # C_DS % BLOCK_K == 0
+    INPUT_PRECISION: tl.constexpr,  # "tf32" or "ieee" for fp32 operands (ignored for 16-bit)
+    WIDEN_DOT: tl.constexpr,  # upcast tiles to fp32 before tl.dot (bf16 under the interpreter only)
+    USE_INT64: tl.constexpr,  # 64-bit offsets (a tensor of >= 2**31 elements)
+    SPLIT_K: tl.constexpr,  # reduction splits (program_id(1)); > 1 writes fp32 partials to Y
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # M tiles per L2 super-row of the swizzled grid
+):
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    M = N * P * Q
+    num_pid_m = (M + BLOCK_M - 1) // BLOCK_M
+    num_pid_n = (K + BLOCK_N - 1) // BLOCK_N
+    num_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_in_group
+    first_m = group_id * GROUP_M
+    group_size = min(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % num_in_group) % group_size
+    pid_n = (pid % num_in_group) // group_size
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    if USE_INT64:
+        offs_m = offs_m.to(tl.int64)
+    m_ok = offs_m < M
+    n_ok = offs_n < K
+    # Decode output pixel m -> (n, p, q) once per tile; all terms are non-negative.
+    n_idx = offs_m // (P * Q)
+    pq = offs_m - n_idx * (P * Q)
+    p = pq // Q
+    q = pq - p * Q
+
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
+    if FLAT_RSC:
+        RSC = R * S * C
+        num_iters = (RSC + BLOCK_K - 1) // BLOCK_K
+    else:
+        KC = (C + BLOCK_K - 1) // BLOCK_K
+        num_iters = R * S * KC
+    per_split = (num_iters + SPLIT_K - 1) // SPLIT_K
+    it_begin = pid_k * per_split
+    it_end = min(it_begin + per_split, num_iters)
+    for it in range(it_begin, it_end):
+        if FLAT_RSC:
+            # im2col gather: column kk of the [M, R*S*C] matrix is (r, s, c).
+            kk = it * BLOCK_K + offs_k
+            r = kk // (S * C)
+            rem = kk - r * (S * C)
+            s = rem // C
+            c = rem - s * C
+            h = p[:, None] * STRIDE_H - PAD_H + r[None, :] * DIL_H
+            w = q[:, None] * STRIDE_W - PAD_W + s[None, :] * DIL_W
+            k_ok = kk < RSC
+            a_mask = m_ok[:, None] & k_ok[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+            a = tl.load(X + ((n_idx[:, None] * H + h) * W + w) * C + c[None, :], mask=a_mask, other=0.0)
+            b = tl.load(WEIGHT + kk[:, None] * K + offs_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
+                        other=0.0)
+        else:
+            rs = it // KC
+            c0 = (it - rs * KC) * BLOCK_K
+            r = rs // S
+            s = rs - r * S
+            if R == 1 and S == 1 and PAD_H == 0 and PAD_W == 0:
+                if STRIDE_H == 1 and STRIDE_W == 1:
+                    row = offs_m * C  # 1x1 stride 1: A is the plain [M, C] matrix
+                else:
+                    row = ((n_idx * H + p * STRIDE_H) * W + q * STRIDE_W) * C  # strided 1x1 (downsample)
+                row_ok = m_ok
+            else:
+                h = p * STRIDE_H - PAD_H + r * DIL_H
+                w = q * STRIDE_W - PAD_W + s * DIL_W
+                row_ok = m_ok & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+                row = ((n_idx * H + h) * W + w) * C
+            cc = c0 + offs_k
+            if EVEN_C:
+                a_mask = row_ok[:, None]
+                b_mask = n_ok[None, :]
+            else:
+                a_mask = row_ok[:, None] & (cc[None, :] < C)
+                b_mask = (cc[:, None] < C) & n_ok[None, :]
+            a = tl.load(X + row[:, None] + cc[None, :], mask=a_mask, other=0.0)
+            b = tl.load(WEIGHT + ((r * S + s) * C + cc)[:, None] * K + offs_n[None, :], mask=b_mask, other=0.0)
+        if WIDEN_DOT:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    acc = acc * tl.load(SCALE + offs_n, mask=n_ok, other=0.0)[None, :]
+
+    if HAS_DOWNSAMPLE:
+        # 1x1 conv of the block input with stride STRIDE_DS, into the same accumulator (option B).
+        row_ds = ((n_idx * H_DS + p * STRIDE_DS) * W_DS + q * STRIDE_DS) * C_DS
+        num_iters_ds = (C_DS + BLOCK_K - 1) // BLOCK_K
+        per_split_ds = (num_iters_ds + SPLIT_K - 1) // SPLIT_K
+        it_ds_begin = pid_k * per_split_ds
+        it_ds_end = min(it_ds_begin + per_split_ds, num_iters_ds)
+        for it in range(it_ds_begin, it_ds_end):
+            cc = it * BLOCK_K + offs_k
+            if EVEN_C_DS:
+                a_mask = m_ok[:, None]
+                b_mask = n_ok[None, :]
+            else:
+                a_mask = m_ok[:, None] & (cc[None, :] < C_DS)
+                b_mask = (cc[:, None] < C_DS) & n_ok[None, :]
+            a = tl.load(X_DS + row_ds[:, None] + cc[None, :], mask=a_mask, other=0.0)
+            b = tl.load(WEIGHT_DS + cc[:, None] * K + offs_n[None, :], mask=b_mask, other=0.0)
+            if WIDEN_DOT:
+                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    y_offs = offs_m[:, None] * K + offs_n[None, :]
+    y_mask = m_ok[:, None] & n_ok[None, :]
+    if SPLIT_K == 1:
+        acc += tl.load(SHIFT + offs_n, mask=n_ok, other=0.0)[None, :]
+        if HAS_RESIDUAL:
+            acc += tl.load(RESIDUAL + y_offs, mask=y_mask, other=0.0).to(tl.float32)
+        if APPLY_RELU:
+            acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=y_mask)
+    else:
+        split_base = pid_k.to(tl.int64) * M * K if USE_INT64 else pid_k * M * K
+        tl.store(Y + split_base + y_offs, acc, mask=y_mask)
+
+
+@triton.jit
+def _split_k_epilogue_kernel(
+    WORKSPACE,  # fp32 [SPLIT_K, M, K] partial sums (already multiplied by SCALE)
+    SHIFT,  # fp32 [K]
+    RESIDUAL,  # [M, K] in the output dtype (unused unless HAS_RESIDUAL)
+    Y,  # output [M, K] (NHWC rows)
+    M, K,  # GEMM letters: output pixels, output channels
+    SPLIT_K: tl.constexpr, HAS_RESIDUAL: tl.constexpr, APPLY_RELU: tl.constexpr, USE_INT64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if USE_INT64:
+        offs_m = offs_m.to(tl.int64)
+    m_ok = offs_m < M
+    n_ok = offs_n < K
+    offs = offs_m[:, None] * K + offs_n[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
+    for split in range(SPLIT_K):  # fixed order: deterministic
+        acc += tl.load(WORKSPACE + split * M * K + offs, mask=mask, other=0.0)
+    acc += tl.load(SHIFT + offs_n, mask=n_ok, other=0.0)[None, :]
+    if HAS_RESIDUAL:
+        acc += tl.load(RESIDUAL + offs, mask=mask, other=0.0).to(tl.float32)
+    if APPLY_RELU:
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(Y + offs, acc.to(Y.dtype.element_ty), mask=mask)
+
+
+# Interpreted twins of the kernels, built on first use: the launcher picks the interpreter at call time for
+# CPU tensors when TRITON_INTERPRET=1 is set, whatever the variable was when this module was imported. The
+# kernels therefore call no @triton.jit library function (tl.cdiv, tl.zeros...): one decorated while the interpreter
+# was off cannot be called from an interpreted kernel. Integer ceil-divisions are written out.
+@functools.cache
+def _interpreted(kernel):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return kernel if isinstance(kernel, InterpretedFunction) else InterpretedFunction(kernel.fn)
+
+
+def interpreter_enabled() -> bool:
+    """TRITON_INTERPRET=1 now (read at each launch, not at import)."""
+    try:
+        from triton import knobs  # Triton >= 3.4: the same parsing Triton applies
+    except ImportError:
+        return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return bool(knobs.runtime.interpret)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Launcher: checks, packing, grid
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, bool) or not isinstance(value, (int, Sequence)):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """K x C x R x S (any memory format) -> contiguous [R, S, C, K], the layout the kernel reads."""
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4-D (K x C x R x S), got shape {tuple(weight.shape)}")
+    return weight.permute(2, 3, 1, 0).contiguous()
+
+
+def pack_downsample_weight(weight: torch.Tensor) -> torch.Tensor:
+    """K x C_ds x 1 x 1 -> contiguous [C_ds, K]."""
+    if weight.dim() != 4 or weight.shape[2:] != (1, 1):
+        raise ValueError(f"downsample weight must be K x C x 1 x 1, got shape {tuple(weight.shape)}")
+    return weight[:, :, 0, 0].t().contiguous()
+
+
+def _check_problem(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                   residual: torch.Tensor | None, x_ds: torch.Tensor | None, weight_ds: torch.Tensor | None,
+                   stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                   stride_ds: int, relu: bool, input_precision: str) -> ConvProblem:
+    """Validate a launch on packed weights; every message names the bad value and what is allowed."""
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D (N x C x H x W), got shape {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"x has dtype {_dtype_name(x.dtype)}; allowed: float16, bfloat16, float32")
+    if x.device.type not in ("cuda", "cpu", "meta"):
+        raise ValueError(f"x is on {x.device}; allowed: cuda (cpu runs the Triton interpreter under "
+                         f"TRITON_INTERPRET=1, else a PyTorch fallback)")
+    N, C, H, W = x.shape
+    if weight.dim() != 4:
+        raise ValueError(f"packed weight must be 4-D [R, S, C, K], got shape {tuple(weight.shape)}")
+    R, S, C_w, K = weight.shape
+    if C_w != C:
+        raise ValueError(f"weight has {C_w} input channels but x has {C}; groups must be 1")
+    if weight.dtype != x.dtype:
+        raise ValueError(f"weight dtype {_dtype_name(weight.dtype)} differs from x dtype "
+                         f"{_dtype_name(x.dtype)}; cast both to one of float16, bfloat16, float32")
+    for name, vec in (("scale", scale), ("shift", shift)):
+        if vec.dtype != torch.float32:
+            raise ValueError(f"{name} must be float32 (BN folded in fp32), got {_dtype_name(vec.dtype)}")
+        if vec.shape != (K,):
+            raise ValueError(f"{name} must have shape ({K},) (one per output channel), got {tuple(vec.shape)}")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or stride_ds < 1:
+        raise ValueError(f"stride {stride} and dilation {dilation} must be >= 1, padding {padding} >= 0, "
+                         f"downsample stride {stride_ds} >= 1")
+    if input_precision not in INPUT_PRECISIONS:
+        raise ValueError(f"input_precision {input_precision!r} is not allowed; one of: tf32, ieee")
+    P = (H + 2 * padding[0] - dilation[0] * (R - 1) - 1) // stride[0] + 1
+    Q = (W + 2 * padding[1] - dilation[1] * (S - 1) - 1) // stride[1] + 1
+    if P < 1 or Q < 1:
+        raise ValueError(f"a {R}x{S} filter (dilation {dilation}, padding {padding}) does not fit a {H}x{W} input")
+    tensors = [("weight", weight), ("scale", scale), ("shift", shift)]
+    if residual is not None:
+        if tuple(residual.shape) != (N, K, P, Q):
+            raise ValueError(f"residual must have the output shape {(N, K, P, Q)}, got {tuple(residual.shape)}")
+        if residual.dtype != x.dtype:
+            raise ValueError(f"residual dtype {_dtype_name(residual.dtype)} differs from x dtype "
+                             f"{_dtype_name(x.dtype)}")
+        tensors.append(("residual", residual))
+    c_ds = 0
+    if (x_ds is None) != (weight_ds is None):
+        raise ValueError("x_ds and weight_ds must be given together (the fused downsample branch)")
+    if x_ds is not None:
+        if x_ds.dim() != 4 or x_ds.shape[0] != N:
+            raise ValueError(f"x_ds must be N x C_ds x H_ds x W_ds with N = {N}, got {tuple(x_ds.shape)}")
+        c_ds, h_ds, w_ds = x_ds.shape[1:]
+        if weight_ds.shape != (c_ds, K):
+            raise ValueError(f"packed downsample weight must be [{c_ds}, {K}], got {tuple(weight_ds.shape)}")
+        if ((h_ds - 1) // stride_ds + 1, (w_ds - 1) // stride_ds + 1) != (P, Q):
+            raise ValueError(f"downsample of a {h_ds}x{w_ds} input with stride {stride_ds} does not give the "
+                             f"{P}x{Q} output")
+        for name, t in (("x_ds", x_ds), ("weight_ds", weight_ds)):
+            if t.dtype != x.dtype:
+                raise ValueError(f"{name} dtype {_dtype_name(t.dtype)} differs from x dtype {_dtype_name(x.dtype)}")
+        tensors += [("x_ds", x_ds), ("weight_ds", weight_ds)]
+    for name, t in tensors:
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}; all tensors must share a device")
+    return ConvProblem(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q, stride=stride, padding=padding,
+                       dilation=dilation, dtype=x.dtype, has_residual=residual is not None, relu=relu,
+                       c_ds=c_ds, input_precision=input_precision)
+
+
+def _fallback(x, weight, scale, shift, residual, x_ds, weight_ds, stride, padding, dilation, stride_ds, relu):
+    """The same math with PyTorch ops (fp32 accumulation and epilogue, one rounding): CPU without the
+    interpreter, and tracing on CPU (torch.compile / torch.export), where the interpreter cannot run."""
+    compute = torch.float32
+    y = conv_bn_act_ref(x, weight.permute(3, 2, 0, 1), scale, shift, stride=stride, padding=padding,
+                        dilation=dilation, residual=residual, relu=relu, x_ds=x_ds,
+                        weight_ds=None if weight_ds is None else weight_ds.t()[:, :, None, None],
+                        stride_ds=stride_ds, compute_dtype=compute)
+    return y.to(x.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _use_interpreter(x: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return interpreter_enabled() and not is_fake(x)
+
+
+@triton_op("resbench::conv_bn_act", mutates_args=())
+def conv_bn_act_packed(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                       residual: torch.Tensor | None, x_ds: torch.Tensor | None, weight_ds: torch.Tensor | None,
+                       stride: list[int], padding: list[int], dilation: list[int], stride_ds: int,
+                       relu: bool, input_precision: str) -> torch.Tensor:
+    """The custom op on pre-packed weights ([R, S, C, K]; downsample [C_ds, K]): what fused modules call.
+
+    Runs the Triton kernel on CUDA (and on meta/fake tensors while tracing); on CPU it runs the Triton
+    interpreter when TRITON_INTERPRET=1 is set, and the PyTorch fallback otherwise."""
+    stride_hw, padding_hw, dilation_hw = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    problem = _check_problem(x, weight, scale, shift, residual, x_ds, weight_ds, stride_hw, padding_hw,
+                             dilation_hw, stride_ds, relu, input_precision)
+    interpreting = x.device.type == "cpu" and _use_interpreter(x)
+    if x.device.type == "cpu" and not interpreting:
+        return _fallback(x, weight, scale, shift, residual, x_ds, weight_ds, stride_hw, padding_hw,
+                         dilation_hw, stride_ds, relu)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous()
+    if residual is not None:
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    if x_ds is not None:
+        x_ds = x_ds.contiguous(memory_format=torch.channels_last)
+        weight_ds = weight_ds.contiguous()
+    config = select_config(problem, x.device, interpreting)
+    y = torch.empty((problem.N, problem.K, problem.P, problem.Q), dtype=x.dtype, device=x.device,
+                    memory_format=torch.channels_last)
+    if _should_tune(problem, x):
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            reference = _fallback(x, weight, scale, shift, residual, x_ds, weight_ds, stride_hw, padding_hw,
+                                  dilation_hw, stride_ds, relu)
+        config = tune(problem, x.device,
+                      lambda candidate, out: _launch(problem, candidate, x, weight, scale, shift, residual, x_ds,
+                                                     weight_ds, out, stride_ds, False),
+                      reference, y)
+    _launch(problem, config, x, weight, scale, shift, residual, x_ds, weight_ds, y, stride_ds, interpreting)
+    return y
+
+
+def _pinned_options(kernel) -> dict[str, bool]:
+    """FMA contraction pinned on (Triton 3.9 warns its default flips in 3.10; notes/kernels.md §8) for direct
+    launches. A traced launch (torch.compile) is compiled by Inductor with Triton's default, which takes
+    only documented config names."""
+    from torch._higher_order_ops.triton_kernel_wrap import TraceableTritonKernelWrapper
+
+    return {} if isinstance(kernel, TraceableTritonKernelWrapper) else {"enable_fp_fusion": True}
+
+
+def _should_tune(problem: ConvProblem, x: torch.Tensor) -> bool:
+    """Tune inside `kernels.autotuning()` only: real CUDA tensors, not capturing, no forced or tuned config."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if x.device.type != "cuda" or not tuning_active() or is_fake(x) or current_forced_config() is not None:
+        return False
+    return not torch.cuda.is_current_stream_capturing() and tuned_config(problem, x.device) is None
+
+
+def _launch(problem: ConvProblem, config: TileConfig, x, weight, scale, shift, residual, x_ds, weight_ds, y,
+            stride_ds: int, interpreting: bool) -> None:
+    if interpreting:
+        main_kernel = _interpreted(_conv_bn_act_kernel)
+        epilogue_kernel = _interpreted(_split_k_epilogue_kernel)
+    else:
+        main_kernel = wrap_triton(_conv_bn_act_kernel)
+        epilogue_kernel = wrap_triton(_split_k_epilogue_kernel)
+    M, K = problem.M, problem.K
+    split_k = max(1, min(config.split_k, reduction_iterations(problem, config)))
+    largest = max(x.numel(), y.numel() * split_k, 0 if x_ds is None else x_ds.numel())
+    use_int64 = largest >= INT32_LIMIT
+    has_ds = x_ds is not None
+    if split_k > 1:
+        out = torch.empty((split_k, M, K), dtype=torch.float32, device=y.device)
+    else:
+        out = y
+    h_ds, w_ds = (x_ds.shape[2], x_ds.shape[3]) if has_ds else (1, 1)
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(K, config.block_n), split_k)
+    main_kernel[grid](
+        x, weight, scale, shift,
+        residual if residual is not None else y,
+        x_ds if has_ds else x,
+        weight_ds if has_ds else weight,
+        out,
+        problem.N, problem.H, problem.W, problem.C, problem.P, problem.Q, K,
+        h_ds, w_ds, problem.c_ds if has_ds else 1,
+        R=problem.R, S=problem.S,
+        STRIDE_H=problem.stride[0], STRIDE_W=problem.stride[1],
+        PAD_H=problem.padding[0], PAD_W=problem.padding[1],
+        DIL_H=problem.dilation[0], DIL_W=problem.dilation[1],
+        STRIDE_DS=stride_ds,
+        # with split-K the epilogue kernel adds the residual and applies the ReLU
+        HAS_RESIDUAL=residual is not None and split_k == 1, HAS_DOWNSAMPLE=has_ds,
+        APPLY_RELU=problem.relu and split_k == 1,
+        FLAT_RSC=resolve_flat_rsc(problem, config),
+        EVEN_C=problem.C % config.block_k == 0,
+        EVEN_C_DS=problem.c_ds % config.block_k == 0,
+        INPUT_PRECISION=problem.input_precision,
+        WIDEN_DOT=interpreting and x.dtype == torch.bfloat16,
+        USE_INT64=use_int64,
+        SPLIT_K=split_k,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        num_warps=config.num_warps, num_stages=config.num_stages, **_pinned_options(main_kernel),
+    )
+    if split_k > 1:
+        block_m, block_n = 64, 64
+        epilogue_kernel[(triton.cdiv(M, block_m), triton.cdiv(K, block_n))](
+            out, shift, residual if residual is not None else y, y, M, K,
+            SPLIT_K=split_k, HAS_RESIDUAL=residual is not None, APPLY_RELU=problem.relu, USE_INT64=use_int64,
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4, **_pinned_options(epilogue_kernel),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def conv_bn_act(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, *,
+                stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                dilation: int | Sequence[int] = 1, residual: torch.Tensor | None = None, relu: bool = True,
+                input_precision: str = "tf32") -> torch.Tensor:
+    """relu(conv2d(x, weight) * scale + shift + residual), fused in one kernel.
+
+    x: N x C x H x W (channels_last or contiguous) in float16, bfloat16 or float32; weight: K x C x R x S in
+    x's dtype; scale, shift: float32 of length K; residual: shaped like the output, in x's dtype.
+    Returns N x K x P x Q in channels_last, in x's dtype. `input_precision` ("tf32" or "ieee") applies to
+    float32 inputs. Packs the weight on every call: modules built by `kernels.fuse_model` pack once."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weight must be a 4-D tensor (K x C x R x S), got {shape}")
+    return torch.ops.resbench.conv_bn_act(
+        x, pack_weight(weight), scale, shift, residual, None, None,
+        list(_pair(stride, "stride")), list(_pair(padding, "padding")), list(_pair(dilation, "dilation")),
+        1, bool(relu), input_precision)

@@ -1,0 +1,110 @@
+"""resbench's own fused Triton kernels (`kernels/`): every conv -> BatchNorm (-> residual add) -> ReLU chain of
+the model runs as one launch of `resbench::conv_bn_act`; the ResNet downsample branch rides in the block's
+last kernel. Pooling and the classifier stay eager.
+
+`prepare` (all inside `prepare_s`): fold BN in fp32 from the fp32 copy (`kernels.fuse_model`, which also packs
+the weights), cast to the run dtype (the epilogue's scale and shift stay fp32), one forward inside
+`kernels.autotuning()` (each distinct layer shape times its candidate tile configs, each cross-checked against
+a PyTorch reference), one warm-up forward (every kernel variant compiled), then the optional CUDA-graph
+capture. `fp32` rows run exact-fp32 dots (`ieee`: TF32 off, like the rest of resbench's fp32 rows); `tf32`
+rows run TF32 dots. On CPU the backend is skipped: the Triton interpreter runs these kernels there for the
+tests, but it is a simulator, not something to time. The module imports neither Triton nor `kernels` until
+`prepare`, so listing backends stays cheap and works without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any
+
+import torch
+
+from resbench.backends.base import Backend, BackendOptions, Forward, cast_model, register
+from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture, wants_graph
+
+CPU_REASON = "the triton backend needs a CUDA GPU; the Triton interpreter is for tests, not timing"
+
+
+class TritonOptions(BackendOptions):
+    cuda_graphs: CudaGraphSetting = False
+    fuse_downsample: bool = True  # False: the downsample 1x1 conv + BN as its own launch (option A)
+    autotune: bool = True  # False: untuned default tiles (kernels/configs.py `default_config`)
+
+
+def input_precision(dtype: str) -> str:
+    """The dot precision of fp32 activations: TF32 only for `tf32` rows."""
+    return "tf32" if dtype == "tf32" else "ieee"
+
+
+@register
+class TritonBackend(Backend):
+    name = "triton"
+    description = "resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch"
+    Options = TritonOptions
+
+    def __init__(self) -> None:
+        self._artifacts: dict[str, Any] = {}
+
+    def available(self, device: torch.device) -> tuple[bool, str]:
+        if torch.device(device).type != "cuda":
+            return False, CPU_REASON
+        if not torch.cuda.is_available():
+            return False, "the triton backend needs a CUDA GPU, and torch sees none (CPU build or no driver)"
+        if importlib.util.find_spec("triton") is None:
+            return False, "the triton backend needs Triton; install it with `pip install triton`"
+        if not hasattr(torch.library, "triton_op"):
+            return False, f"the triton backend needs torch>=2.6 (torch.library.triton_op); this is {torch.__version__}"
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        if major < 8:
+            return False, (f"the triton backend needs compute capability 8.0+ (bf16 and TF32 tensor cores); "
+                           f"this GPU is {major}.{minor}")
+        return True, ""
+
+    def supports(self, case) -> tuple[bool, str]:
+        if self.options(case).cuda_graphs is True and case.device != "cuda":
+            return False, "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
+        return True, ""
+
+    def numerics(self, case) -> dict[str, Any]:
+        options: TritonOptions = self.options(case)
+        numerics: dict[str, Any] = {"triton_fuse_downsample": options.fuse_downsample}
+        if case.dtype in ("fp32", "tf32"):
+            numerics["triton_fp32_dot"] = input_precision(case.dtype)
+        return numerics
+
+    def artifacts(self) -> dict[str, Any]:
+        return dict(self._artifacts)
+
+    def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
+        from kernels import FusedConvBnAct, autotuning, fuse_model
+
+        options: TritonOptions = self.options(case)
+        fused = fuse_model(model, fuse_downsample=options.fuse_downsample,
+                           input_precision=input_precision(case.dtype))
+        fused = cast_model(fused, case)
+        modules = [m for m in fused.modules() if isinstance(m, FusedConvBnAct)]
+        batchnorms_left = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return fused(x)
+
+        tuned: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        if options.autotune and example.is_cuda:
+            with autotuning() as log:
+                forward(example)
+            torch.cuda.synchronize(example.device)
+            tuned = {"tuned_problems": len(log.winners),
+                     "rejected_configs": sum(len(r) for r in log.rejected.values())}
+        tune_s = time.perf_counter() - t0
+        forward(example)  # every kernel variant compiled before any capture or timing
+        if example.is_cuda:
+            torch.cuda.synchronize(example.device)
+        captured = wants_graph(options.cuda_graphs, example.device)
+        self._artifacts = {"fused_convs": len(modules),
+                           "fused_downsamples": sum(1 for m in modules if m.stride_ds),
+                           "batchnorms_left": batchnorms_left, "autotune_s": round(tune_s, 3),
+                           "cuda_graph": captured, **tuned}
+        return maybe_capture(forward, example, options.cuda_graphs) if captured else forward
