@@ -101,7 +101,7 @@ def run(
                          soft_wrap=True)
         # typer turns a KeyboardInterrupt into a returned exit code that main() does not see; an Abort
         # reaches main(), which exits 130
-        raise _click_classes("Abort")[0]() from None
+        raise typer.Abort() from None
     finally:
         _on_sigterm(previous_term)
     print_run(run_file, stdout)
@@ -276,14 +276,15 @@ def _device_choice(device: str) -> str:
     return device
 
 
-def _click_classes(name: str) -> tuple[type[BaseException], ...]:
-    """`name` from every click in use: typer >= 0.23 vendors its own (typer._click), older ones use click."""
+def _usage_error_classes() -> tuple[type[BaseException], ...]:
+    """click's ClickException as typer raises it: typer >= 0.23 vendors click as `typer._click`, older
+    typer uses click itself. (Exit and Abort are public: typer.Exit, typer.Abort.)"""
     import importlib
 
     found = []
     for module in ("typer._click.exceptions", "click.exceptions"):
         try:
-            found.append(getattr(importlib.import_module(module), name))
+            found.append(importlib.import_module(module).ClickException)
         except (ImportError, AttributeError):
             continue
     return tuple(found)
@@ -291,7 +292,7 @@ def _click_classes(name: str) -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     """Console-script entry point: one-line errors, exit 2 for usage/input errors, 130 on Ctrl-C."""
-    click_exit, click_error, click_abort = (_click_classes(n) for n in ("Exit", "ClickException", "Abort"))
+    usage_errors = _usage_error_classes()
     try:
         # Without standalone mode click *returns* the code of a `typer.Exit` instead of exiting.
         code = app(standalone_mode=False)
@@ -300,15 +301,15 @@ def main() -> None:
             traceback.print_exc()
         stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click_exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click_error as exc:
+    except usage_errors as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `resbench`: the help, not an error
             stdout.print(exc.format_message(), markup=False, highlight=False)
             sys.exit(0)
         stderr.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (KeyboardInterrupt, *click_abort):
+    except (KeyboardInterrupt, typer.Abort):
         stderr.print("interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:

@@ -46,9 +46,6 @@ class AotInductorBackend(Backend):
     description = "torch.export + AOTInductor compile-and-package, loaded and run (static shapes)"
     Options = AotInductorOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         # a version check, not an import: importing torch._inductor takes seconds
         version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
@@ -66,9 +63,6 @@ class AotInductorBackend(Backend):
 
     def numerics(self, case) -> dict[str, Any]:
         return {"inductor_max_autotune": self.options(case).max_autotune}
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         options: AotInductorOptions = self.options(case)

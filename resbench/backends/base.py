@@ -66,10 +66,13 @@ class Backend(ABC):
         (a dtype the runtime has no kernels for, an option that needs a CUDA device)."""
         return True, ""
 
+    def __init__(self) -> None:
+        self._artifacts: dict[str, Any] = {}  # set by `prepare`, read by `artifacts`
+
     def artifacts(self) -> dict[str, Any]:
         """What the last `prepare` produced and chose (provider, engine or package size, export and
         build times...), recorded in the row's `artifacts`."""
-        return {}
+        return dict(self._artifacts)
 
 
 class PrepareError(RuntimeError):

@@ -8,13 +8,13 @@ and max-autotune replay Inductor's cudagraph trees themselves, so `cuda_graphs` 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import ValidationInfo, field_validator
 
 from resbench.backends.base import Backend, BackendOptions, Forward, cast_model, register
-from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture, wants_graph
+from resbench.backends.cuda_graphs import CudaGraphSetting, graph_supported, maybe_capture, wants_graph
 
 MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")  # Inductor's own cudagraph trees
 
@@ -42,21 +42,13 @@ class CompileBackend(Backend):
     description = "torch.compile with TorchInductor (modes: default, max-autotune, reduce-overhead)"
     Options = CompileOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         if not hasattr(torch, "compile"):
             return False, f"torch {torch.__version__} has no torch.compile; install torch>=2.4"
         return True, ""
 
     def supports(self, case) -> tuple[bool, str]:
-        if self.options(case).cuda_graphs is True and case.device != "cuda":
-            return False, "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
-        return True, ""
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
+        return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         options: CompileOptions = self.options(case)

@@ -22,12 +22,27 @@ class GraphCaptureError(RuntimeError):
     """The backend's call cannot be captured (host sync, CPU tensor, dynamic allocation...)."""
 
 
+NEEDS_CUDA = "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
+
+
+def graph_supported(setting: CudaGraphSetting, device: str, timing_mode: str = "device") -> tuple[bool, str]:
+    """For a backend's `supports(case)`, known before any work: `cuda_graphs: true` on a CPU case, and a
+    captured backend under `timing.mode: graph` (which captures the call itself: a graph replay inside
+    another capture), are skips."""
+    if setting is True and device != "cuda":
+        return False, NEEDS_CUDA
+    if setting is not False and device == "cuda" and timing_mode == "graph":
+        return False, ("timing mode 'graph' already captures each call in a CUDA graph; use cuda_graphs: false "
+                       "with it, or timing mode device to time this backend's own graph replay")
+    return True, ""
+
+
 def wants_graph(setting: CudaGraphSetting, device: torch.device | str) -> bool:
     is_cuda = torch.device(device).type == "cuda"
     if setting == "auto":
         return is_cuda
     if setting and not is_cuda:
-        raise GraphCaptureError("cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU")
+        raise GraphCaptureError(NEEDS_CUDA)
     return bool(setting)
 
 

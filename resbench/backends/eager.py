@@ -5,12 +5,10 @@ the warm-up calls, outside the graph); replay then launches the whole network as
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from resbench.backends.base import Backend, BackendOptions, Forward, cast_model, register
-from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture, wants_graph
+from resbench.backends.cuda_graphs import CudaGraphSetting, graph_supported, maybe_capture, wants_graph
 
 
 class EagerOptions(BackendOptions):
@@ -23,19 +21,11 @@ class EagerBackend(Backend):
     description = "PyTorch eager mode (cuDNN / oneDNN kernels, one launch per op)"
     Options = EagerOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         return True, ""
 
     def supports(self, case) -> tuple[bool, str]:
-        if self.options(case).cuda_graphs is True and case.device != "cuda":
-            return False, "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
-        return True, ""
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
+        return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         options: EagerOptions = self.options(case)

@@ -88,9 +88,6 @@ class OnnxRuntimeBackend(Backend):
     description = "ONNX Runtime InferenceSession on a torch.onnx export (TensorRT EP > CUDA EP > CPU EP)"
     Options = OnnxRuntimeOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:
@@ -139,9 +136,6 @@ class OnnxRuntimeBackend(Backend):
             out["ort_cuda_use_tf32"] = case.dtype == "tf32"
             out["ort_trt_fp16_enable"] = case.dtype == "fp16"
         return out
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         import onnxruntime as ort

@@ -34,7 +34,7 @@ import torch
 from pydantic import Field
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, register
-from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture
+from resbench.backends.cuda_graphs import CudaGraphSetting, graph_supported, maybe_capture
 from resbench.backends.onnx_export import OnnxExport, export_onnx, first_line
 
 INSTALL = 'pip install "resbench[tensorrt]"'
@@ -101,9 +101,6 @@ class TensorRTBackend(Backend):
     description = "TensorRT engine built from the torch.onnx export with the builder API (static shapes)"
     Options = TensorRTOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         missing = [m for m in ("tensorrt", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
         kind = torch.device(device).type
@@ -114,6 +111,9 @@ class TensorRTBackend(Backend):
             return False, f"TensorRT needs an NVIDIA GPU; this run is on {kind}"
         return True, ""
 
+    def supports(self, case) -> tuple[bool, str]:
+        return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
+
     def numerics(self, case) -> dict[str, Any]:
         options: TensorRTOptions = self.options(case)
         return {
@@ -122,9 +122,6 @@ class TensorRTBackend(Backend):
             "trt_io_dtype": IO_DTYPES[case.dtype],
             "trt_builder_optimization_level": options.builder_optimization_level,
         }
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         import tensorrt as trt

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from resbench.backends.base import Backend, BackendOptions, Forward, cast_model, register
-from resbench.backends.cuda_graphs import CudaGraphSetting, maybe_capture, wants_graph
+from resbench.backends.cuda_graphs import CudaGraphSetting, graph_supported, maybe_capture, wants_graph
 
 CPU_REASON = "the triton backend needs a CUDA GPU; the Triton interpreter is for tests, not timing"
 
@@ -43,9 +43,6 @@ class TritonBackend(Backend):
     description = "resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch"
     Options = TritonOptions
 
-    def __init__(self) -> None:
-        self._artifacts: dict[str, Any] = {}
-
     def available(self, device: torch.device) -> tuple[bool, str]:
         if torch.device(device).type != "cuda":
             return False, CPU_REASON
@@ -62,9 +59,7 @@ class TritonBackend(Backend):
         return True, ""
 
     def supports(self, case) -> tuple[bool, str]:
-        if self.options(case).cuda_graphs is True and case.device != "cuda":
-            return False, "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or false on CPU"
-        return True, ""
+        return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def numerics(self, case) -> dict[str, Any]:
         options: TritonOptions = self.options(case)
@@ -72,9 +67,6 @@ class TritonBackend(Backend):
         if case.dtype in ("fp32", "tf32"):
             numerics["triton_fp32_dot"] = input_precision(case.dtype)
         return numerics
-
-    def artifacts(self) -> dict[str, Any]:
-        return dict(self._artifacts)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
         from kernels import FusedConvBnAct, autotuning, fuse_model

@@ -33,6 +33,10 @@ class Plot:
     png_base64: str
 
 
+# Legends right of the axes: with up to ten backends an inside legend hides data points.
+LEGEND_OUTSIDE = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "frameon": False}
+
+
 def _png(fig: Figure) -> str:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -101,7 +105,7 @@ def latency_vs_batch(rows: Sequence[ResultRow]) -> Plot | None:
         ax.set_xlabel("batch size")
         ax.set_ylabel("median latency (ms)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(**LEGEND_OUTSIDE)
     return Plot("latency-vs-batch", "Latency vs batch size",
                 "Median latency per call against batch size, one line per backend; error bars are the "
                 "median's 95% CI.", _png(fig))
@@ -129,7 +133,7 @@ def throughput_vs_depth(rows: Sequence[ResultRow]) -> Plot | None:
         ax.set_xlabel("ResNet depth (layers)")
         ax.set_ylabel("throughput (images/s)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(**LEGEND_OUTSIDE)
     return Plot("throughput-vs-depth", "Throughput vs depth",
                 "Images per second (batch / median latency) against the model's depth, at the largest batch "
                 "size measured for each dtype, one line per backend.", _png(fig))

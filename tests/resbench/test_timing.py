@@ -46,16 +46,22 @@ def test_warm_l2_has_no_flush():
     assert Sampler(lambda x: x, X, "device", "warm").flush_buffer is None
 
 
-def sleeper(*durations_s: float):
-    """A callable whose successive calls sleep the given durations in turn."""
-    state = {"calls": 0}
+class Scripted(Sampler):
+    """A sampler whose device reports the given latencies in turn (ms), spending HOST_S of host time per
+    call. The stopping rule is logic over samples and host time; scripted latencies make its decisions the
+    same on an idle laptop and on a loaded 2-core CI machine (real `sleep`s there stretch 2 ms to 7 ms)."""
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        time.sleep(durations_s[state["calls"] % len(durations_s)])
-        state["calls"] += 1
-        return x
+    HOST_S = 0.0005
 
-    return fn
+    def __init__(self, *latencies_ms: float):
+        super().__init__(lambda x: x, X, "device", "warm")
+        self.latencies_ms, self.calls = latencies_ms, 0
+
+    def sample(self, count: int) -> list[float]:
+        time.sleep(self.HOST_S * count)
+        out = [self.latencies_ms[(self.calls + i) % len(self.latencies_ms)] for i in range(count)]
+        self.calls += count
+        return out
 
 
 def config(**fields) -> TimingConfig:
@@ -64,8 +70,8 @@ def config(**fields) -> TimingConfig:
 
 
 def test_noise_warning_only_when_the_target_is_not_met():
-    bimodal = Measurement("bimodal", Sampler(sleeper(0.001, 0.004), X, "device", "warm"))
-    steady = Measurement("steady", Sampler(sleeper(0.002), X, "device", "warm"))
+    bimodal = Measurement("bimodal", Scripted(1.0, 4.0))
+    steady = Measurement("steady", Scripted(2.0))
     cfg = config(max_time_s=0.3)
 
     measure_interleaved([bimodal, steady], cfg)
@@ -78,7 +84,7 @@ def test_noise_warning_only_when_the_target_is_not_met():
 
 
 def test_interleaved_rounds_alternate_their_order():
-    measurements = [Measurement(label, Sampler(sleeper(0.001), X, "device", "warm")) for label in "ABC"]
+    measurements = [Measurement(label, Scripted(1.0)) for label in "ABC"]
     order: list[str] = []
 
     measure_interleaved(measurements, config(rounds=2), on_slice=lambda m: order.append(m.label))
@@ -87,7 +93,7 @@ def test_interleaved_rounds_alternate_their_order():
 
 
 def test_vetoed_slices_are_discarded_and_flag_the_row():
-    m = Measurement("A", Sampler(sleeper(0.001), X, "device", "warm"))
+    m = Measurement("A", Scripted(1.0))
     verdicts = iter([False, False])  # the first two slices "ran at a low clock"
 
     measure_interleaved([m], config(rounds=3), accept_slice=lambda _m, t0, t1: next(verdicts, True))
@@ -100,7 +106,7 @@ def test_vetoed_slices_are_discarded_and_flag_the_row():
 
 
 def test_running_out_of_time_with_the_target_met_is_not_noisy():
-    m = Measurement("A", Sampler(sleeper(0.002), X, "device", "warm"))
+    m = Measurement("A", Scripted(2.0))
     cfg = config(rounds=500, min_iters=5, min_time_s=0.01, max_time_s=0.1)  # time runs out long before 500
 
     measure_interleaved([m], cfg)

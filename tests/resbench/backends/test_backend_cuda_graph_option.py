@@ -98,3 +98,16 @@ def test_compile_default_capture_replays(tiny_model, case, example, check_parity
     assert hasattr(forward, "graph") and backend.artifacts() == {"cuda_graph": True}
     verdict = check_parity(forward, c)
     assert verdict.passed, verdict.rule
+
+
+def test_graph_timing_mode_and_a_captured_backend_do_not_nest() -> None:
+    from resbench.backends.cuda_graphs import graph_supported
+
+    assert graph_supported(True, "cuda", "device") == (True, "")
+    assert graph_supported(False, "cuda", "graph") == (True, "")
+    for setting in (True, "auto"):
+        ok, reason = graph_supported(setting, "cuda", "graph")
+        assert not ok and "timing mode 'graph' already captures" in reason
+    assert graph_supported("auto", "cpu", "graph") == (True, "")  # nothing is captured on CPU
+    ok, reason = graph_supported(True, "cpu", "device")
+    assert not ok and "needs a CUDA device" in reason
