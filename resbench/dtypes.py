@@ -20,6 +20,3 @@ def torch_dtype(name: str) -> torch.dtype:
     """The storage dtype of a run precision name (tf32 stores fp32)."""
     return DTYPES[name]
 
-
-def bytes_per_element(name: str) -> int:
-    return torch.empty((), dtype=DTYPES[name]).element_size()

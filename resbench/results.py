@@ -19,7 +19,6 @@ from resbench.errors import RunFileError
 
 SCHEMA = "resbench.run/1"
 Status = Literal["ok", "skipped", "failed", "oom", "timeout", "crashed"]
-STATUSES: tuple[str, ...] = Status.__args__
 
 
 def backend_label(name: str, options: dict[str, Any]) -> str:

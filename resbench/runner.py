@@ -19,7 +19,6 @@ import resource
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -376,9 +375,6 @@ def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor 
 def _reference_label(case: Case) -> str:
     return "fp64" if case.parity.reference == "fp64" else "fp32 (TF32 off)"
 
-
-def debug_traceback() -> str:
-    return traceback.format_exc()
 
 
 # ------------------------------------------------------------------------------------------- a whole run

@@ -34,10 +34,6 @@ class ModelSpec:
                 return prefix[:-1]
         return "builtin"
 
-    @property
-    def min_image_size(self) -> int:
-        return MIN_IMAGE_SIZE
-
 
 def check_model_name(name: str) -> None:
     """Raise ValueError with the allowed forms if `name` is neither a built-in nor a known prefix."""
