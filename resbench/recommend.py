@@ -262,22 +262,23 @@ def recommend_group(rows: Sequence[ResultRow], constraints: Constraints) -> Grou
                                tuple(runtimes), tuple(d.name for d in dims), tuple(notes))
 
 
+def _only(rows: list[ResultRow], field: str, wanted: object, flag: str, plural: str) -> list[ResultRow]:
+    """The rows whose `field` is `wanted` (all rows when it is None); none is a one-line usage error."""
+    if wanted is None:
+        return rows
+    kept = [row for row in rows if getattr(row, field) == wanted]
+    if not kept:
+        present = sorted({getattr(row, field) for row in rows})
+        raise UsageError(f"{flag} {wanted} matches no case in the run; {plural} in it: "
+                         f"{', '.join(map(str, present)) or '(none)'}")
+    return kept
+
+
 def recommend(run: RunFile, constraints: Constraints) -> Recommendation:
     """Group the run's rows by (model, batch, image size, timing mode) and recommend per group."""
     constraints.check()
-    rows = list(run.rows)
-    if constraints.batch is not None:
-        batches = sorted({row.batch_size for row in rows})
-        rows = [row for row in rows if row.batch_size == constraints.batch]
-        if not rows:
-            raise UsageError(f"--batch {constraints.batch} matches no case in the run; batch sizes in it: "
-                             f"{', '.join(map(str, batches)) or '(none)'}")
-    if constraints.dtype is not None:
-        dtypes = sorted({row.dtype for row in rows})
-        rows = [row for row in rows if row.dtype == constraints.dtype]
-        if not rows:
-            raise UsageError(f"--dtype {constraints.dtype} matches no case in the run; dtypes in it: "
-                             f"{', '.join(dtypes) or '(none)'}")
+    rows = _only(list(run.rows), "batch_size", constraints.batch, "--batch", "batch sizes")
+    rows = _only(rows, "dtype", constraints.dtype, "--dtype", "dtypes")
     groups: dict[tuple, list[ResultRow]] = {}
     for row in rows:
         groups.setdefault((row.model, row.batch_size, row.image_size, row.timing_mode), []).append(row)

@@ -51,3 +51,17 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 classifier[-1].bias.mul_(LOGIT_STD / std)
     model.train(was_training)
     return model
+
+
+@torch.no_grad()
+def random_batchnorm_(module: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm state without a calibration pass, for a module that cannot take an image (a
+    lone residual block): running mean U(-0.5, 0.5), variance U(0.5, 2), gamma U(0.5, 1.5), beta U(-0.5, 0.5),
+    drawn from torch's global generator (seed it first). In place; returns the module in eval mode."""
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    return module.eval()

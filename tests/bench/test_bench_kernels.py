@@ -10,18 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from resbench.models.layers import RESNET50_LAYERS
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 BATCH = 32
 DTYPE = torch.bfloat16
-# (layer, C, H=W of the input, K, kernel, stride, padding, residual): ResNet-50 at 224x224
-LAYERS = [
-    ("layer1.0.conv2", 64, 56, 64, 3, 1, 1, False),
-    ("layer1.0.conv3", 64, 56, 256, 1, 1, 0, True),
-    ("layer2.0.conv2", 128, 56, 128, 3, 2, 1, False),
-    ("layer3.1.conv2", 256, 14, 256, 3, 1, 1, False),
-    ("layer4.2.conv3", 512, 7, 2048, 1, 1, 0, True),
-]
+# ResNet-50 layers (resbench/models/layers.py), the shape classes the fused kernel benchmarks against cuDNN
+LAYERS = [layer for layer in RESNET50_LAYERS if layer.label not in ("stem", "layer4.0.downsample")]
 
 
 def _problem(channels: int, size: int, out_channels: int, kernel: int, stride: int, padding: int,

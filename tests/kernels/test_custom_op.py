@@ -18,6 +18,7 @@ from torch import nn
 from kernels import fuse_model
 from kernels.configs import TileConfig, forced_config
 from kernels.conv_bn_act import _conv_bn_act_kernel, _split_k_epilogue_kernel, pack_weight
+from resbench.models.random_init import random_batchnorm_
 from resbench.models.resnet import BasicBlock, conv1x1
 
 OP = torch.ops.resbench.conv_bn_act.default
@@ -26,14 +27,7 @@ OP = torch.ops.resbench.conv_bn_act.default
 def _block() -> nn.Module:
     torch.manual_seed(0)
     block = BasicBlock(8, 16, stride=2, downsample=nn.Sequential(conv1x1(8, 16, 2), nn.BatchNorm2d(16)))
-    with torch.no_grad():
-        for m in block.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return block.eval()
+    return random_batchnorm_(block)
 
 
 def _x() -> torch.Tensor:

@@ -15,18 +15,13 @@ from kernels import autotuning, conv_bn_act, conv_bn_act_ref, fuse_model
 from kernels.configs import ConvProblem, candidate_configs, forced_config
 from resbench import parity
 from resbench.models import ModelSpec, build_model
+from resbench.models.layers import RESNET50_LAYERS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-# (label, C, H=W of the input, K, kernel, stride, padding, residual): ResNet-50 at 224 px (notes/kernels.md §2)
+# ResNet-50's shape classes (resbench/models/layers.py) plus one deliberately odd layer
 LAYERS = [
-    ("stem", 3, 224, 64, 7, 2, 3, False),
-    ("layer1.0.conv2", 64, 56, 64, 3, 1, 1, False),
-    ("layer1.0.conv3", 64, 56, 256, 1, 1, 0, True),
-    ("layer2.0.conv2", 128, 56, 128, 3, 2, 1, False),
-    ("layer3.1.conv2", 256, 14, 256, 3, 1, 1, False),
-    ("layer4.0.downsample", 1024, 14, 2048, 1, 2, 0, False),
-    ("layer4.2.conv3", 512, 7, 2048, 1, 1, 0, True),
+    *RESNET50_LAYERS,
     ("odd: 3x3 s2 C=40 K=24 on 15x15", 40, 15, 24, 3, 2, 1, True),
 ]
 EPS = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 2.0**-10}  # fp32 runs TF32

@@ -16,6 +16,7 @@ from torch import nn
 from resbench import parity
 from resbench.backends import backend_names, get_backend
 from resbench.backends.triton import CPU_REASON, TritonOptions
+from resbench.models.random_init import random_batchnorm_
 from resbench.models.registry import ModelSpec
 from resbench.models.resnet import BasicBlock, conv1x1
 from resbench.runner import run_group
@@ -68,15 +69,7 @@ class TinyResNet(nn.Module):
 @pytest.fixture(scope="module")
 def tiny() -> nn.Module:
     torch.manual_seed(0)
-    model = TinyResNet()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return model.eval().to(memory_format=torch.channels_last)
+    return random_batchnorm_(TinyResNet()).to(memory_format=torch.channels_last)
 
 
 def _case(dtype: str, **options) -> Case:
