@@ -87,7 +87,7 @@ def base_row(case: Case, cost: ModelCost | None, status: str = "ok", reason: str
         model=case.model.name, weights=case.model.weights, backend=case.backend, options=case.options,
         batch_size=case.batch_size, dtype=case.dtype, image_size=case.image_size,
         memory_format=case.memory_format, timing_mode=case.timing.mode, l2=case.timing.l2, device=case.device,
-        status=status, reason=reason, params=cost.params if cost else None,
+        scenario=case.scenario, status=status, reason=reason, params=cost.params if cost else None,
         gflops=cost.gflops if cost else None, **fields,
     )
 
@@ -222,6 +222,26 @@ def stage_text(cases: list[Case], index: int | None, stage: str) -> str:
     return f"{first.model.name} {first.dtype} b{first.batch_size}: {what}"
 
 
+class GroupRecorder:
+    """A group's stage changes and final rows, passed on as they happen (run_group, serving/group.py)."""
+
+    def __init__(self, cases: list[Case], progress: ProgressFn, on_stage: StageFn | None, on_row: RowFn | None):
+        self.cases, self.progress, self.on_stage, self.on_row = cases, progress, on_stage, on_row
+        self.rows: dict[int, ResultRow] = {}
+        self.last_stage: dict[int | None, str] = {}
+
+    def stage(self, index: int | None, what: str) -> None:
+        self.last_stage[index] = what
+        if self.on_stage is not None:
+            self.on_stage(index, what)
+        self.progress(stage_text(self.cases, index, what))
+
+    def emit(self, index: int, row: ResultRow) -> None:
+        self.rows[index] = row
+        if self.on_row is not None:
+            self.on_row(index, row)
+
+
 def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
               on_stage: StageFn | None = None, on_row: RowFn | None = None,
               cost: ModelCost | None = None) -> list[ResultRow]:
@@ -231,20 +251,13 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
     it so that its parent can name the stage a crash or hang happened in); `on_row(index, row)` as soon
     as a case's row is final. `cost` (from `preflight`) saves counting the model's FLOPs again."""
     first = cases[0]
+    if first.scenario is not None:  # a runtime's serving scenarios (docs/serving.md)
+        from resbench.serving.group import run_serving_group
+
+        return run_serving_group(cases, progress, on_stage=on_stage, on_row=on_row, cost=cost)
     device = torch.device(first.device)
-    rows: dict[int, ResultRow] = {}
-    last_stage: dict[int | None, str] = {}
-
-    def stage(index: int | None, what: str) -> None:
-        last_stage[index] = what
-        if on_stage is not None:
-            on_stage(index, what)
-        progress(stage_text(cases, index, what))
-
-    def emit(index: int, row: ResultRow) -> None:
-        rows[index] = row
-        if on_row is not None:
-            on_row(index, row)
+    recorder = GroupRecorder(cases, progress, on_stage, on_row)
+    stage, emit, rows, last_stage = recorder.stage, recorder.emit, recorder.rows, recorder.last_stage
 
     try:
         stage(None, "building model")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from resbench.errors import RunFileError
+from resbench.serving.record import ServingRecord
 
 SCHEMA = "resbench.run/1"
 Status = Literal["ok", "skipped", "failed", "oom", "timeout", "crashed"]
@@ -29,8 +30,12 @@ def backend_label(name: str, options: dict[str, Any]) -> str:
 
 
 def identity_of(model: str, backend: str, options: dict[str, Any], batch_size: int, dtype: str,
-                image_size: int, memory_format: str, timing_mode: str) -> tuple:
-    """What `resbench compare` and `--resume` match cases on."""
+                image_size: int, memory_format: str, timing_mode: str, scenario: str | None = None) -> tuple:
+    """What `resbench compare` and `--resume` match cases on. A serving row (one per model, runtime, dtype
+    and scenario) adds its scenario; its batch size and timing mode are not part of it (None): LoadGen
+    times the serving, and the offline batch is chosen from the latency rows."""
+    if scenario is not None:
+        return (model, backend_label(backend, options), None, dtype, image_size, memory_format, None, scenario)
     return (model, backend_label(backend, options), batch_size, dtype, image_size, memory_format, timing_mode)
 
 
@@ -114,6 +119,9 @@ class ResultRow(_Record):
     artifacts: dict[str, Any] = Field(default_factory=dict)        # provider, engine/package size, ...
     telemetry: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    # serving rows (docs/serving.md): the LoadGen scenario and its figures; None on latency rows
+    scenario: str | None = None
+    serving: ServingRecord | None = None
 
     @property
     def backend_label(self) -> str:
@@ -122,7 +130,7 @@ class ResultRow(_Record):
     @property
     def identity(self) -> tuple:
         return identity_of(self.model, self.backend, self.options, self.batch_size, self.dtype,
-                           self.image_size, self.memory_format, self.timing_mode)
+                           self.image_size, self.memory_format, self.timing_mode, self.scenario)
 
 
 class RunFile(BaseModel):

@@ -75,6 +75,10 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
 
         memory_cap_mb()
     cases = list(cases)
+    if any(case.scenario is not None for case in cases):
+        from resbench.serving.sut import loadgen
+
+        loadgen()  # serving scenarios need LoadGen: say so before any work
     _check_input_sizes(cases)
     workers = Counter((group[0].model, group[0].image_size) for group in group_cases(cases))
     sizes: dict[ModelSpec, set[int]] = {}
@@ -173,13 +177,24 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
     executor = executor or get_executor("workers")
     if costs is None:
         costs = preflight(cases, isolate=not executor.in_process, repeat=repeat)
-    groups = group_cases(cases)
-    units = [Unit(g, k, tuple(group), costs.get((group[0].model, group[0].image_size)),
-                  f"[{k + 1}/{repeat}] " if repeat > 1 else "")
-             for g, group in enumerate(groups) for k in range(repeat)]
-    sink = _RunFileSink(run, out, groups, repeat, on_group_done, progress)
+    latency = group_cases(c for c in cases if c.scenario is None)
+    serving = group_cases(c for c in cases if c.scenario is not None)  # after the latency rows (docs/serving.md)
+    groups = latency + serving
+    repeats = [repeat] * len(latency) + [1] * len(serving)  # a serving row is LoadGen's, one run each
+
+    def units(first: int, chosen: list[list[Case]]) -> list[Unit]:
+        return [Unit(g, k, tuple(group), costs.get((group[0].model, group[0].image_size)),
+                     f"[{k + 1}/{repeats[g]}] " if repeats[g] > 1 else "")
+                for g, group in enumerate(chosen, start=first) for k in range(repeats[g])]
+
+    sink = _RunFileSink(run, out, groups, repeats, on_group_done, progress)
     run.save(out)
-    executor.run(units, sink)
+    executor.run(units(0, latency), sink)
+    if serving:
+        from resbench.serving.plan import prepare_cases
+
+        planned = [prepare_cases(group, run.rows, out) for group in serving]
+        executor.run(units(len(latency), planned), sink)
     return run
 
 
@@ -187,9 +202,9 @@ class _RunFileSink:
     """Collects the rows an executor streams back and keeps the run file current: the rows the run file
     had, then every group's rows in group order (a group's streamed rows until its final ones are in)."""
 
-    def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeat: int,
+    def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeats: list[int],
                  on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn):
-        self.run, self.out, self.groups, self.repeat = run, out, groups, repeat
+        self.run, self.out, self.groups, self.repeats = run, out, groups, repeats
         self.on_group_done, self.progress = on_group_done, progress
         self.kept = list(run.rows)
         self.streamed: dict[int, dict[int, ResultRow]] = {}       # group -> case index -> row
@@ -197,16 +212,16 @@ class _RunFileSink:
         self.final: dict[int, list[ResultRow]] = {}                # group -> its rows
 
     def row(self, unit: Unit, index: int, row: ResultRow) -> None:
-        if self.repeat == 1:  # a repeated run's rows combine K repetitions: saved per group instead
+        if self.repeats[unit.group] == 1:  # a repeated run's rows combine K repetitions: saved per group
             self.streamed.setdefault(unit.group, {})[index] = row
             self._save()
 
     def unit_done(self, unit: Unit, rows: list[ResultRow]) -> None:
         done = self.repetitions.setdefault(unit.group, [])
         done.append(rows)
-        if len(done) < self.repeat:
+        if len(done) < self.repeats[unit.group]:
             return
-        self.final[unit.group] = combine_repeats(done) if self.repeat > 1 else rows
+        self.final[unit.group] = combine_repeats(done) if self.repeats[unit.group] > 1 else rows
         self._save()
         self.on_group_done(self.groups[unit.group], self.final[unit.group])
 

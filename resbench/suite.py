@@ -18,6 +18,11 @@ from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
 from resbench.results import backend_label, identity_of
 
 DeviceName = Literal["auto", "cuda", "cpu"]
+ScenarioName = Literal["single-stream", "server", "offline"]
+SCENARIOS: tuple[str, ...] = ScenarioName.__args__
+QUICK_DURATION_S = 5.0          # quick mode's LoadGen min_duration per run (MLPerf: 600 s)
+QUICK_MIN_QUERIES = 100         # quick mode's LoadGen min_query_count per run (Offline: samples)
+MLPERF_SERVER_LATENCY_MS = 15.0  # MLPerf ResNet-50 Server: p99 <= 15 ms
 DtypeName = Literal["fp32", "tf32", "fp16", "bf16"]
 assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
@@ -64,6 +69,65 @@ class CpuTimingOverrides(_Strict):
     case_timeout_s: float | None = Field(None, gt=0)
 
 
+class ServingConfig(_Strict):
+    """MLPerf LoadGen serving scenarios, measured after the latency rows (docs/serving.md)."""
+
+    scenarios: list[ScenarioName] = Field(default_factory=lambda: list(SCENARIOS), min_length=1)
+    compliant: bool = False                    # true: MLPerf's ResNet-50 rules (mlperf.conf), no quick floors
+    duration_s: float | None = Field(None, gt=0)     # quick mode: LoadGen's min_duration per run
+    min_queries: int | None = Field(None, ge=1)      # quick mode: LoadGen's min_query_count per run
+    server_latency_ms: float = Field(15.0, gt=0)     # Server: the p99 latency bound
+    max_batch: int = Field(8, ge=1)                  # Server dynamic batcher: run once this many wait...
+    max_wait_ms: float = Field(2.0, ge=0)            # ...or once the oldest has waited this long
+    target_qps: float | None = Field(None, gt=0)     # Server: one run at this QPS...
+    find_peak: bool | None = None                    # ...or search the highest QPS under the bound (default)
+
+    @field_validator("scenarios")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"scenarios {v} name a scenario twice; give each of {', '.join(SCENARIOS)} once")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServingConfig:
+        if self.target_qps is not None and self.find_peak:
+            raise ValueError(f"target_qps ({self.target_qps:g}) and find_peak: true exclude each other; "
+                             "give one (find_peak is the default)")
+        if self.compliant:
+            quick = [k for k in ("duration_s", "min_queries") if getattr(self, k) is not None]
+            if quick:
+                raise ValueError(f"{quick[0]} is a quick-mode floor; compliant: true runs MLPerf's own "
+                                 "(600 s, its query counts): drop one of them")
+            if self.server_latency_ms != MLPERF_SERVER_LATENCY_MS:
+                raise ValueError(f"server_latency_ms {self.server_latency_ms:g} with compliant: true; MLPerf's "
+                                 f"ResNet-50 Server bound is {MLPERF_SERVER_LATENCY_MS:g} ms")
+        return self
+
+    @property
+    def peak_search(self) -> bool:
+        return self.target_qps is None if self.find_peak is None else self.find_peak
+
+    @property
+    def min_duration_s(self) -> float:
+        return QUICK_DURATION_S if self.duration_s is None else self.duration_s
+
+    @property
+    def min_query_count(self) -> int:
+        return QUICK_MIN_QUERIES if self.min_queries is None else self.min_queries
+
+
+class ServingOverrides(_Strict):
+    """`cpu.serving`: the run-length and batching keys of `serving`, for a CPU run."""
+
+    duration_s: float | None = Field(None, gt=0)
+    min_queries: int | None = Field(None, ge=1)
+    server_latency_ms: float | None = Field(None, gt=0)
+    max_batch: int | None = Field(None, ge=1)
+    max_wait_ms: float | None = Field(None, ge=0)
+    target_qps: float | None = Field(None, gt=0)
+
+
 class CpuOverrides(_Strict):
     """Applied when the device resolves to CPU, to keep a CPU run short."""
 
@@ -71,6 +135,7 @@ class CpuOverrides(_Strict):
     dtypes: list[DtypeName] | None = Field(None, min_length=1)
     image_size: int | None = None
     timing: CpuTimingOverrides | None = None
+    serving: ServingOverrides | None = None
 
     @field_validator("batch_sizes")
     @classmethod
@@ -121,6 +186,7 @@ class Suite(_Strict):
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
     timing: TimingConfig = TimingConfig()
     parity: ParityConfig = ParityConfig()
+    serving: ServingConfig | None = None
     cpu: CpuOverrides = CpuOverrides()
 
     @field_validator("models", mode="before")
@@ -158,6 +224,20 @@ class Suite(_Strict):
             raise ValueError(f"image_size {v} is too small for a ResNet; it must be >= {MIN_IMAGE_SIZE}")
         return v
 
+    @model_validator(mode="after")
+    def _cpu_serving(self) -> Suite:
+        if self.cpu.serving is None:
+            return self
+        if self.serving is None:
+            raise ValueError("cpu.serving overrides a serving block, and this suite has none; add `serving:` "
+                             "or drop cpu.serving")
+        try:
+            self.for_device("cpu")
+        except ValidationError as exc:
+            message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"cpu.serving: {message}") from None
+        return self
+
     def for_device(self, device: str) -> Suite:
         """This suite with the `cpu:` overrides applied when `device` is cpu."""
         if device != "cpu":
@@ -171,6 +251,10 @@ class Suite(_Strict):
             update["image_size"] = self.cpu.image_size
         if self.cpu.timing is not None:
             update["timing"] = self.timing.model_copy(update=self.cpu.timing.model_dump(exclude_none=True))
+        if self.cpu.serving is not None and self.serving is not None:
+            # validated again: a cpu target_qps must not meet find_peak: true, say
+            merged = {**self.serving.model_dump(exclude_unset=True), **self.cpu.serving.model_dump(exclude_none=True)}
+            update["serving"] = ServingConfig.model_validate(merged)
         return self.model_copy(update=update)
 
 
@@ -189,21 +273,29 @@ class Case(BaseModel):
     device: Literal["cuda", "cpu"]
     timing: TimingConfig
     parity: ParityConfig
+    # serving cases (docs/serving.md): one per (model, runtime, dtype, scenario), after the latency cases
+    scenario: ScenarioName | None = None
+    serving: ServingConfig | None = None
+    loadgen_dir: str | None = None     # set by the runner: where this case's LoadGen logs go
+    serving_note: str | None = None    # set by the runner: why offline runs at this batch size
 
     @property
     def backend_label(self) -> str:
         return backend_label(self.backend, self.options)
 
     @property
-    def group_key(self) -> tuple[str, str, str, int]:
-        """Cases with one group key are measured together in interleaved rounds."""
+    def group_key(self) -> tuple:
+        """Cases with one group key are measured together: in interleaved rounds, or (serving cases) one
+        runtime's scenarios in one worker."""
+        if self.scenario is not None:
+            return (self.model.name, str(self.model.weights), self.dtype, "serving", self.backend_label)
         return (self.model.name, str(self.model.weights), self.dtype, self.batch_size)
 
     @property
     def identity(self) -> tuple:
         """What `resbench compare` matches cases on."""
         return identity_of(self.model.name, self.backend, self.options, self.batch_size, self.dtype,
-                           self.image_size, self.memory_format, self.timing.mode)
+                           self.image_size, self.memory_format, self.timing.mode, self.scenario)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -332,6 +424,26 @@ def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
             model=model.spec, backend=backend.name, options=_normalized_options(backend),
             batch_size=batch, dtype=dtype, image_size=suite.image_size, memory_format=suite.memory_format,
             device=device, timing=suite.timing, parity=suite.parity,
+        ))
+    return cases + _serving_cases(suite, device)
+
+
+def _serving_cases(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
+    """One case per (model, dtype, backend, scenario), measured after every latency case. The batch size
+    is the one the runtime is called at: 1 (single-stream), max_batch (server); offline's is the
+    runtime's best, chosen by the runner from the latency rows (max_batch until then)."""
+    serving = suite.serving
+    if serving is None:
+        return []
+    cases = []
+    for model, dtype, backend, scenario in itertools.product(
+        suite.models, suite.dtypes, suite.backends, serving.scenarios
+    ):
+        cases.append(Case(
+            model=model.spec, backend=backend.name, options=_normalized_options(backend),
+            batch_size=1 if scenario == "single-stream" else serving.max_batch, dtype=dtype,
+            image_size=suite.image_size, memory_format=suite.memory_format, device=device, timing=suite.timing,
+            parity=suite.parity, scenario=scenario, serving=serving,
         ))
     return cases
 
