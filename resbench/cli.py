@@ -249,14 +249,36 @@ def recommend(
         "--min-cosine", help="Exclude runtimes whose output cosine to the reference is below this")] = None,
     objective: Annotated[str, typer.Option(
         "--objective", help="latency (lowest p99) or throughput (highest images/s)")] = "latency",
+    scenario: Annotated[str | None, typer.Option(
+        "--scenario", help="Recommend from the serving rows of a LoadGen scenario: single-stream (lowest p90), "
+                           "server (highest QPS under the p99 bound) or offline (highest samples/s)")] = None,
 ) -> None:
     """Per (model, batch): the runtimes meeting the constraints, the Pareto frontier, the pick, and why
-    every other runtime lost."""
+    every other runtime lost. With --scenario: per model, the best runtime for that serving scenario."""
+    if scenario is not None:
+        _recommend_scenario(run_file, scenario, dtype, max_p99_ms, batch=batch, max_memory_gb=max_memory_gb,
+                            min_cosine=min_cosine, objective=objective)
+        return
     from resbench.recommend import Constraints, print_recommendation, recommend_file
 
     constraints = Constraints(batch=batch, dtype=dtype, max_p99_ms=max_p99_ms, max_memory_gb=max_memory_gb,
                               min_cosine=min_cosine, objective=objective)  # type: ignore[arg-type]
     print_recommendation(recommend_file(str(run_file), constraints), stdout)
+
+
+def _recommend_scenario(run_file: Path, scenario: str, dtype: str | None, max_p99_ms: float | None,
+                        **not_for_serving: object) -> None:
+    from resbench.results import RunFile
+    from resbench.serving.recommend import print_scenario_recommendation, recommend_scenario
+
+    flags = {"batch": "--batch", "max_memory_gb": "--max-memory-gb", "min_cosine": "--min-cosine",
+             "objective": "--objective"}
+    for name, value in not_for_serving.items():
+        if value is not None and not (name == "objective" and value == "latency"):
+            raise UsageError(f"{flags[name]} does not apply with --scenario (serving rows are ranked by the "
+                             f"scenario's figure); use --dtype and --max-p99-ms")
+    groups = recommend_scenario(RunFile.load(run_file), scenario, dtype=dtype, max_p99_ms=max_p99_ms)
+    print_scenario_recommendation(groups, stdout, max_p99_ms)
 
 
 def _write_output(flag: str, path: Path, write) -> None:

@@ -343,6 +343,7 @@ class CaseComparison:
     memory: MemoryDelta | None = None
     parity_change: str | None = None     # "pass -> FAIL" | "fail -> pass"
     notes: tuple[str, ...] = ()
+    failures: tuple[str, ...] = ()       # other reasons it fails the gate (serving: a bound held -> missed)
 
     @property
     def row(self) -> ResultRow:
@@ -369,7 +370,7 @@ class CaseComparison:
             why.append(f"memory {memory.delta:+.1%} ({memory.kind}, threshold {memory.threshold:.0%})")
         if self.parity_regressed:
             why.append("parity pass -> FAIL")
-        return why
+        return why + list(self.failures)
 
 
 def _parity_change(base: ResultRow, cand: ResultRow) -> str | None:
@@ -394,6 +395,10 @@ def compare_case(base: ResultRow | None, cand: ResultRow | None, thresholds: dic
             verdict = Verdict.NOT_RUN
             note = f"{base.status} -> {cand.status}: {cand.reason or 'no reason given'}"
         return CaseComparison(identity, base, cand, verdict, notes=(note,))
+    if base.scenario is not None:  # a serving row: LoadGen's figures, no raw samples
+        from resbench.serving.compare import compare_serving
+
+        return compare_serving(identity, base, cand, thresholds)
     metrics = [compare_metric(base, cand, "median", thresholds.get("median", DEFAULT_THRESHOLDS["median"]),
                               gated="median" in thresholds, alpha=alpha)]
     metrics += [compare_metric(base, cand, m, thresholds[m], gated=True, alpha=alpha)
@@ -479,7 +484,7 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
                            f"no case (model, backend, batch, dtype, image size, memory format, timing mode); "
                            f"nothing to compare")
     order = list(base_rows) + [key for key in cand_rows if key not in base_rows]
-    compared = sum(1 for key in order if key in base_rows and key in cand_rows
+    compared = sum(1 for key in order if key in base_rows and key in cand_rows and base_rows[key].scenario is None
                    and base_rows[key].status == "ok" and cand_rows[key].status == "ok")
     alpha = P_THRESHOLD / max(1, compared)
     cases = tuple(compare_case(base_rows.get(key), cand_rows.get(key), thresholds, alpha) for key in order)
@@ -504,14 +509,15 @@ def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = ()) -
 
 
 def case_label(identity: tuple) -> str:
-    """`resnet50 compile[mode=max-autotune] b32 bf16` (+ image size, format, mode when not the defaults)."""
-    model, backend, batch, dtype, image_size, memory_format, timing_mode = identity
-    parts = [model, backend, f"b{batch}", dtype]
+    """`resnet50 compile[mode=max-autotune] b32 bf16` (+ image size, format, mode when not the defaults);
+    a serving case: `resnet50 eager fp32 server`."""
+    model, backend, batch, dtype, image_size, memory_format, timing_mode, *scenario = identity
+    parts = [model, backend, f"b{batch}", dtype] if not scenario else [model, backend, dtype, scenario[0]]
     if image_size != 224:
         parts.append(f"{image_size}px")
     if memory_format != "channels_last":
         parts.append(memory_format)
-    if timing_mode != "device":
+    if timing_mode not in ("device", None):
         parts.append(timing_mode)
     return " ".join(str(p) for p in parts)
 
@@ -597,6 +603,8 @@ def render_table(comparison: Comparison) -> Table:
         table.add_column(header, justify="right" if numeric else "left",
                          overflow="fold", no_wrap=header == "verdict")
     for case in comparison.cases:
+        if case.row.scenario is not None:  # serving cases: their own table (serving/compare.py)
+            continue
         cells = [escape(cell) for cell in _cells(case, extra)]   # backend labels look like markup: eager[a=b]
         style = _VERDICT_STYLE[case.verdict]
         index = headers.index("verdict")
@@ -614,6 +622,10 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     for line in comparison.warnings:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     console.print(render_table(comparison))
+    from resbench.serving.compare import render_table as serving_table
+
+    if (serving := serving_table(comparison)) is not None:
+        console.print(serving)
     style = "bold red" if comparison.exit_code else "bold green"
     console.print(f"[{style}]{escape(comparison.summary)}[/]", highlight=False)
 
@@ -638,10 +650,14 @@ def render_markdown(comparison: Comparison) -> str:
     lines.append("|" + "|".join("---:" if h not in ("case", "verdict", "parity", "notes") else "---"
                                  for h in headers) + "|")
     for case in comparison.cases:
+        if case.row.scenario is not None:  # serving cases: their own table
+            continue
         cells = [_md_escape(c) for c in _cells(case, extra)]
         index = headers.index("verdict")
         if case.verdict in (Verdict.SLOWER, Verdict.BROKEN):
             cells[index] = f"**{cells[index]}**"
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", _rules_line(comparison), ""]
+    from resbench.serving.compare import markdown_lines as serving_markdown
+
+    lines += ["", *serving_markdown(comparison), _rules_line(comparison), ""]
     return "\n".join(lines)

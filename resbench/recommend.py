@@ -277,7 +277,8 @@ def _only(rows: list[ResultRow], field: str, wanted: object, flag: str, plural: 
 def recommend(run: RunFile, constraints: Constraints) -> Recommendation:
     """Group the run's rows by (model, batch, image size, timing mode) and recommend per group."""
     constraints.check()
-    rows = _only(list(run.rows), "batch_size", constraints.batch, "--batch", "batch sizes")
+    latency = [row for row in run.rows if row.scenario is None]  # serving rows: --scenario (serving/recommend.py)
+    rows = _only(latency, "batch_size", constraints.batch, "--batch", "batch sizes")
     rows = _only(rows, "dtype", constraints.dtype, "--dtype", "dtypes")
     groups: dict[tuple, list[ResultRow]] = {}
     for row in rows:

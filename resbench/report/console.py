@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from resbench.report.serving import print_serving
 from resbench.results import ResultRow, RunFile
 
 
@@ -60,7 +61,8 @@ def speedups(rows: Iterable[ResultRow]) -> dict[int, float]:
 def tables(run: RunFile) -> list[Table]:
     groups: dict[tuple[str, str], list[ResultRow]] = {}
     for row in run.rows:
-        groups.setdefault((row.model, row.dtype), []).append(row)
+        if row.scenario is None:  # serving rows: report/serving.py
+            groups.setdefault((row.model, row.dtype), []).append(row)
     speedup = speedups(run.rows)
     out = []
     for (model, dtype), rows in groups.items():
@@ -105,6 +107,7 @@ def print_run(run: RunFile, console: Console | None = None) -> None:
                   f"{', dirty' if env.get('git_dirty') else ''})")
     for table in tables(run):
         console.print(table)
+    print_serving(run, console)
     warned = [r for r in run.rows if r.warnings]
     if warned:
         console.print(f"[yellow]{sum(len(r.warnings) for r in warned)} warning(s) on {len(warned)} row(s); "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from resbench.report.console import speedups
+from resbench.report.serving import csv_fields as serving_csv
 from resbench.results import ResultRow, RunFile
 
 COLUMNS: tuple[str, ...] = (
@@ -22,7 +23,8 @@ COLUMNS: tuple[str, ...] = (
     "prepare_s", "first_call_s",
     "peak_allocated_mb", "peak_reserved_mb", "process_mb", "gpu_process_mb",
     "parity_passed", "rel_l2", "max_abs", "cosine", "sqnr_db", "top1_agree", "top5_overlap", "err_ratio",
-    "parity_rule", "warnings",
+    "parity_rule", "scenario", "loadgen_result", "loadgen_samples_per_s", "loadgen_p90_ms", "loadgen_p99_ms",
+    "server_target_qps", "server_bound_held", "loadgen_summary", "warnings",
 )
 
 
@@ -55,6 +57,7 @@ def csv_record(row: ResultRow, speedup: float | None) -> dict[str, Any]:
             "cosine": parity.cosine, "sqnr_db": parity.sqnr_db, "top1_agree": parity.top1_agree,
             "top5_overlap": parity.top5_overlap, "err_ratio": parity.err_ratio, "parity_rule": parity.rule,
         })
+    record.update(serving_csv(row))
     return {column: ("" if record.get(column) is None else record[column]) for column in COLUMNS}
 
 

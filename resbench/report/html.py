@@ -13,6 +13,8 @@ from pathlib import Path
 
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
+from resbench.report.serving import html_section as serving_section
+from resbench.report.serving import serving_rows
 from resbench.results import RunFile
 
 _CSS = """
@@ -73,6 +75,7 @@ def _problems(run: RunFile) -> str:
     items = []
     for row in run.rows:
         label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
+        label += f" {row.scenario}" if row.scenario else ""
         if row.status != "ok":
             items.append(f"<li><b>{html.escape(label)}</b>: {html.escape(row.status)} — "
                          f"{html.escape(row.reason or 'no reason recorded')}</li>")
@@ -94,7 +97,8 @@ def render_html(run: RunFile) -> str:
     if not plots:
         figures = "<h2>Plots</h2>\n<p>No case finished, so there is nothing to plot.</p>"
     nav = " ".join(f'<a href="#{key}">{label}</a>' for key, label in
-                   [("summary", "Summary"), *((p.key, p.title) for p in plots), ("parity", "Parity"),
+                   [("summary", "Summary"), *((p.key, p.title) for p in plots),
+                    *([("serving", "Serving")] if serving_rows(run.rows) else []), ("parity", "Parity"),
                     ("environment", "Environment"), ("problems", "Warnings and failures")])
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -113,6 +117,7 @@ def render_html(run: RunFile) -> str:
 <h2 id="summary">Summary</h2>
 {_table(headers, body, classes)}
 {figures}
+{serving_section(run)}
 <h2 id="parity">Parity</h2>
 {_parity_table(run)}
 <h2 id="environment">Environment</h2>

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from resbench.report.console import speedups
+from resbench.report.serving import latency_rows
+from resbench.report.serving import markdown_lines as serving_markdown
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -129,7 +131,7 @@ SUMMARY_HEADERS = ["model", "backend", "batch", "dtype", "status", "median ms", 
 
 def summary_rows(run: RunFile) -> tuple[list[str], list[list[str]]]:
     """The run's one-row-per-case summary (headers, cells), shared by the Markdown and HTML reports."""
-    rows = list(run.rows)
+    rows = latency_rows(run.rows)  # serving rows have their own table (report/serving.py)
     extra = varying_identity(rows)
     speedup = speedups(rows)
     headers = SUMMARY_HEADERS[:4] + extra + SUMMARY_HEADERS[4:]
@@ -167,11 +169,13 @@ def render_markdown(run: RunFile) -> str:
              "| " + " | ".join(headers) + " |",
              "|" + "|".join("---:" if h in numeric else "---" for h in headers) + "|"]
     lines += ["| " + " | ".join(_escape(cell) for cell in cells) + " |" for cells in body]
+    lines += serving_markdown(run)
     warned = [row for row in run.rows if row.warnings]
     if warned:
         lines += ["", "<details><summary>Warnings</summary>", ""]
         for row in warned:
             label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
+            label += f" {row.scenario}" if row.scenario else ""
             lines += [f"- {label}: {_escape(w)}" for w in row.warnings]
         lines += ["", "</details>"]
     lines.append("")

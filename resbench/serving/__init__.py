@@ -9,5 +9,7 @@ Modules, in the order data flows:
 - group.py      one runtime's scenarios in one worker: prepare, run, rows
 - plan.py       the runner's side: log folders and the offline batch, chosen from the latency rows
 - record.py     the row's `serving` sub-record
+- compare.py, recommend.py  `resbench compare` and `recommend --scenario` on serving rows
+  (the serving table and plot of the reports: resbench/report/serving.py, serving_plots.py)
 
 This package imports nothing heavy at import time: run files (record.py) load without torch or LoadGen."""

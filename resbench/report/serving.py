@@ -1,0 +1,161 @@
+"""The serving table: one row per (model, runtime, dtype, scenario) that LoadGen measured, for the
+terminal, Markdown and HTML reports. Every figure is the one LoadGen wrote in its summary (docs/serving.md).
+
+Latency tables elsewhere show latency rows only (`latency_rows`); serving rows are shown here."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from resbench.results import ResultRow, RunFile
+
+HEADERS = ["model", "runtime", "dtype", "scenario", "status", "QPS", "p90 ms", "p99 ms", "Server bound", "batch",
+           "LoadGen", "top-1", "logs"]
+NUMERIC = {"QPS", "p90 ms", "p99 ms"}
+ABOUT = ("Serving rows come from MLPerf LoadGen driving each runtime as the system under test: QPS is "
+         "LoadGen's samples per second (single-stream: without LoadGen overhead; server: completed; offline: "
+         "the whole query), latencies are per sample from issue to completion. A Server row's bound is the "
+         "p99 limit; with find_peak its QPS is the highest target that held it. LoadGen's own verdict is "
+         "quoted: quick-mode runs are short by design and mostly INVALID.")
+
+
+def serving_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    return [row for row in rows if row.scenario is not None]
+
+
+def latency_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    return [row for row in rows if row.scenario is None]
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _latency(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
+
+
+def bound_text(row: ResultRow) -> str:
+    serving = row.serving
+    if serving is None or serving.scenario != "server":
+        return "—"
+    verdict = "held" if serving.bound_held else "MISSED"
+    where = f" at {serving.target_qps:,.4g} QPS" if serving.target_qps is not None else ""
+    if serving.peak is not None:
+        where += " (peak)" if serving.peak.peak_qps is not None else " (no QPS held it)"
+    return f"p99 ≤ {serving.latency_bound_ms:g} ms {verdict}{where}"
+
+
+def verdict_text(row: ResultRow) -> str:
+    serving = row.serving
+    if serving is None:
+        return "—"
+    if not serving.unmet:
+        return serving.result
+    conditions = ", ".join(line.split(" satisfied")[0].lower() for line in serving.unmet)
+    return f"{serving.result}: {conditions} not satisfied"
+
+
+def cells(row: ResultRow) -> list[str]:
+    identity = [row.model, row.backend_label, row.dtype, row.scenario or "—"]
+    serving = row.serving
+    if row.status != "ok" or serving is None:
+        return identity + [f"{row.status}: {row.reason or 'no reason recorded'}"] + ["—"] * (len(HEADERS) - 5)
+    status = "ok" + (f" ({len(row.warnings)} warning{'s' if len(row.warnings) != 1 else ''})" if row.warnings
+                     else "")
+    batching = serving.batching
+    accuracy = serving.accuracy
+    top1 = "—" if accuracy is None else f"{accuracy.samples - len(accuracy.mismatched)}/{accuracy.samples}"
+    return identity + [
+        status, _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
+        _latency(serving.latency_ms.p99), bound_text(row),
+        f"{batching.batch_size} (fill {batching.mean_fill:.0%})", verdict_text(row), top1, serving.log_dir,
+    ]
+
+
+def csv_fields(row: ResultRow) -> dict[str, object]:
+    """The serving columns of the CSV export (empty on latency rows)."""
+    serving = row.serving
+    if serving is None:
+        return {"scenario": row.scenario}
+    return {"scenario": row.scenario, "loadgen_result": serving.result, "loadgen_samples_per_s": serving.samples_per_s,
+            "loadgen_p90_ms": serving.latency_ms.p90, "loadgen_p99_ms": serving.latency_ms.p99,
+            "server_target_qps": serving.target_qps, "server_bound_held": serving.bound_held,
+            "loadgen_summary": serving.summary_file}
+
+
+def mode_line(rows: Sequence[ResultRow]) -> str:
+    modes = sorted({"compliant (MLPerf ResNet-50 rules)" if row.serving.compliant else "quick"
+                    for row in rows if row.serving is not None})
+    return "mode: " + (", ".join(modes) if modes else "—")
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+def console_table(run: RunFile):
+    """A rich Table of the serving rows, or None when the run has none."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = serving_rows(run.rows)
+    if not rows:
+        return None
+    folders = sorted({row.serving.log_dir.split("/")[0] for row in rows if row.serving is not None})
+    caption = ABOUT + (f" LoadGen's logs: {', '.join(folders)}/ beside the run file." if folders else "")
+    table = Table(title=f"serving (MLPerf LoadGen) · {mode_line(rows)}", title_justify="left",
+                  header_style="bold", caption=caption, caption_justify="left")
+    for header in HEADERS[:-1]:  # the log folder is in the caption: a path column is too wide for a terminal
+        table.add_column(header, justify="right" if header in NUMERIC else "left", overflow="fold")
+    for row in rows:
+        values = [escape(cell) for cell in cells(row)[:-1]]
+        if row.status != "ok":
+            values[4] = f"[red]{values[4]}[/]" if row.status != "skipped" else f"[yellow]{values[4]}[/]"
+        elif row.serving is not None and row.serving.bound_held is False:
+            values[8] = f"[red]{values[8]}[/]"
+        table.add_row(*values)
+    return table
+
+
+def print_serving(run: RunFile, console) -> None:
+    table = console_table(run)
+    if table is not None:
+        console.print(table)
+
+
+def markdown_lines(run: RunFile) -> list[str]:
+    """The serving section of the Markdown report (empty when the run has no serving rows)."""
+    rows = serving_rows(run.rows)
+    if not rows:
+        return []
+    lines = ["", f"#### Serving (MLPerf LoadGen, {mode_line(rows)})", "", f"<sub>{ABOUT}</sub>", "",
+             "| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join("---:" if h in NUMERIC else "---" for h in HEADERS) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in rows]
+    return lines
+
+
+def html_section(run: RunFile) -> str:
+    """The serving section of the HTML report: the table and the latency-vs-QPS plot ('' without rows)."""
+    from resbench.report.serving_plots import latency_vs_qps
+
+    rows = serving_rows(run.rows)
+    if not rows:
+        return ""
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>"
+    body = []
+    for row in rows:
+        css = "" if row.status == "ok" else (' class="skip"' if row.status == "skipped" else ' class="bad"')
+        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in NUMERIC else f"<td>{html.escape(c)}</td>"
+                      for h, c in zip(HEADERS, cells(row), strict=True))
+        body.append(f"<tr{css}>{tds}</tr>")
+    plot = latency_vs_qps(rows)
+    figure = "" if plot is None else (
+        f'<figure><img alt="{html.escape(plot.title)}" src="data:image/png;base64,{plot.png_base64}">'
+        f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>")
+    return (f'<h2 id="serving">Serving (MLPerf LoadGen, {html.escape(mode_line(rows))})</h2>\n'
+            f'<p class="contract">{html.escape(ABOUT)}</p>\n<table>\n{head}\n' + "\n".join(body) +
+            f"\n</table>\n{figure}")

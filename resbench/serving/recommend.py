@@ -1,0 +1,134 @@
+"""`resbench recommend --scenario S`: which runtime to deploy for a LoadGen scenario, and why the others lost.
+
+Per (model, image size), every serving row of the scenario is a candidate runtime (a backend with its
+options, in one dtype):
+- server: the highest QPS whose p99 held the bound. Every Server run behind the row counts (the peak
+  search's probes too), so `--max-p99-ms` tighter than the run's bound still finds the highest QPS that
+  met it; a looser one is capped by the run's own bound, which is what LoadGen judged.
+- offline: the highest samples/s.
+- single-stream: the lowest p90 latency (LoadGen's SingleStream metric); `--max-p99-ms` bounds its p99.
+Excluded, with the reason: rows that did not run; a runtime whose latency rows in the same run fail
+parity (a fast wrong answer is not a candidate); no run under the bound."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from resbench.errors import UsageError, one_of
+from resbench.results import ResultRow, RunFile
+from resbench.suite import SCENARIOS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    row: ResultRow
+    value: float | None          # the objective's figure (QPS, samples/s or p90 ms); None: excluded
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.row.backend_label} {self.row.dtype}"
+
+
+@dataclass(frozen=True)
+class ScenarioGroup:
+    model: str
+    image_size: int
+    scenario: str
+    candidates: tuple[Candidate, ...]   # the recommendation first (when any), then by figure, then excluded
+
+    @property
+    def recommended(self) -> Candidate | None:
+        first = self.candidates[0] if self.candidates else None
+        return first if first is not None and first.value is not None else None
+
+
+def _qps_under(row: ResultRow, max_p99_ms: float | None) -> tuple[float | None, str]:
+    serving = row.serving
+    runs = ([(p.target_qps, p.p99_ms, p.held) for p in serving.peak.probes] if serving.peak is not None
+            else [(serving.target_qps, serving.latency_ms.p99, bool(serving.bound_held))])
+    fitting = [qps for qps, p99, held in runs
+               if held and qps and p99 is not None and (max_p99_ms is None or p99 <= max_p99_ms)]
+    if fitting:
+        return max(fitting), ""
+    limit = f"p99 <= {max_p99_ms:g} ms and the {serving.latency_bound_ms:g} ms bound" if max_p99_ms else \
+        f"the {serving.latency_bound_ms:g} ms p99 bound"
+    tried = ", ".join(f"{qps:,.4g} QPS: p99 {p99:.3g} ms" for qps, p99, _ in runs if qps and p99 is not None)
+    return None, f"no Server run met {limit} ({tried or 'no run'})"
+
+
+def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None) -> Candidate:
+    if row.status != "ok" or row.serving is None:
+        return Candidate(row, None, f"{row.status}: {row.reason or 'no reason recorded'}")
+    if (row.model, row.backend_label, row.dtype) in failing_parity:
+        return Candidate(row, None, "fails parity in this run's latency rows")
+    serving = row.serving
+    if serving.scenario == "server":
+        value, why = _qps_under(row, max_p99_ms)
+        return Candidate(row, value, why or f"{value:,.4g} QPS under the bound")
+    if max_p99_ms is not None and (serving.latency_ms.p99 is None or serving.latency_ms.p99 > max_p99_ms):
+        return Candidate(row, None, f"p99 {serving.latency_ms.p99} ms > --max-p99-ms {max_p99_ms:g}")
+    if serving.scenario == "offline":
+        return Candidate(row, serving.samples_per_s, f"{serving.samples_per_s:,.1f} samples/s")
+    return Candidate(row, serving.latency_ms.p90, f"p90 {serving.latency_ms.p90:.3f} ms")
+
+
+def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
+                       max_p99_ms: float | None = None) -> list[ScenarioGroup]:
+    if scenario not in SCENARIOS:
+        raise UsageError(f"--scenario {scenario!r} is not allowed; {one_of(SCENARIOS)}")
+    if max_p99_ms is not None and not max_p99_ms > 0:
+        raise UsageError(f"--max-p99-ms {max_p99_ms} is not allowed; it must be > 0")
+    rows = [row for row in run.rows if row.scenario == scenario and (dtype is None or row.dtype == dtype)]
+    if not rows:
+        present = sorted({row.scenario for row in run.rows if row.scenario})
+        raise UsageError(f"--scenario {scenario}{f' --dtype {dtype}' if dtype else ''} matches no serving row in "
+                         f"the run; scenarios in it: {', '.join(present) or '(none: the suite has no serving block)'}")
+    failing_parity = {(row.model, row.backend_label, row.dtype) for row in run.rows
+                      if row.scenario is None and row.parity is not None and not row.parity.passed}
+    groups: dict[tuple[str, int], list[Candidate]] = {}
+    for row in rows:
+        groups.setdefault((row.model, row.image_size), []).append(_judge(row, failing_parity, max_p99_ms))
+    lower_is_better = scenario == "single-stream"
+    out = []
+    for (model, image_size), candidates in groups.items():
+        ranked = sorted((c for c in candidates if c.value is not None),
+                        key=lambda c: c.value if lower_is_better else -c.value)
+        excluded = [c for c in candidates if c.value is None]
+        out.append(ScenarioGroup(model, image_size, scenario, tuple(ranked + excluded)))
+    return out
+
+
+def _figure(candidate: Candidate, scenario: str) -> str:
+    if candidate.value is None:
+        return "—"
+    return f"p90 {candidate.value:.3f} ms" if scenario == "single-stream" else f"{candidate.value:,.1f}"
+
+
+def print_scenario_recommendation(groups: Sequence[ScenarioGroup], console, max_p99_ms: float | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    objective = {"server": "highest QPS under the p99 bound", "offline": "highest samples/s",
+                 "single-stream": "lowest p90 latency"}
+    for group in groups:
+        chosen = group.recommended
+        limit = f", p99 <= {max_p99_ms:g} ms" if max_p99_ms else ""
+        verdict = f"recommend {chosen.label}" if chosen else "no runtime meets the constraints"
+        title = f"{group.model} ({group.image_size}px), {group.scenario}: {objective[group.scenario]}{limit}: {verdict}"
+        table = Table(title=escape(title), title_justify="left")
+        for header in ("runtime", "role", "figure", "p99 ms", "LoadGen", "why"):
+            table.add_column(header, overflow="fold")
+        for candidate in group.candidates:
+            serving = candidate.row.serving
+            role = ("[bold green]recommended[/]" if candidate is chosen else
+                    "ranked" if candidate.value is not None else "[dim]excluded[/]")
+            why = candidate.reason
+            if candidate.value is not None and chosen is not None and candidate is not chosen:
+                gap = candidate.value / chosen.value - 1.0
+                why += f" ({gap:+.1%} vs the recommendation)"
+            table.add_row(escape(candidate.label), role, _figure(candidate, group.scenario),
+                          "—" if serving is None or serving.latency_ms.p99 is None else f"{serving.latency_ms.p99:.3f}",
+                          "—" if serving is None else serving.result, escape(why))
+        console.print(table)

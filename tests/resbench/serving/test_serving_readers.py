@@ -1,0 +1,123 @@
+"""compare, recommend and the reports on serving rows (synthetic rows: no LoadGen needed)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from resbench.compare import Verdict, compare_runs
+from resbench.errors import UsageError
+from resbench.recommend import Constraints, recommend
+from resbench.report.csv_export import render_csv
+from resbench.report.html import render_html
+from resbench.report.markdown import render_markdown
+from resbench.report.serving import console_table
+from resbench.results import Parity, ResultRow, RunFile
+from resbench.serving.recommend import recommend_scenario
+from resbench.serving.record import Accuracy, Batching, LoadgenLatency, PeakSearch, Probe, ServingRecord
+
+BOUND = 15.0
+
+
+def serving_row(backend: str, scenario: str, qps: float = 100.0, p99: float = 5.0, held: bool | None = None,
+                probes: list[tuple[float, float]] | None = None, status: str = "ok", dtype: str = "fp32") -> ResultRow:
+    """A serving row; `probes` = [(target QPS, p99 ms)] of a peak search (held when p99 <= BOUND)."""
+    fields = dict(model="resnet50", backend=backend, batch_size=1 if scenario == "single-stream" else 8,
+                  dtype=dtype, image_size=224, memory_format="channels_last", timing_mode="device", device="cpu",
+                  status=status, scenario=scenario)
+    if status != "ok":
+        return ResultRow(**fields, reason="serving: RuntimeError: boom")
+    server = scenario == "server"
+    peak = None
+    if probes is not None:
+        made = [Probe(target_qps=q, completed_qps=q, p99_ms=p, held=p <= BOUND, result="INVALID",
+                      log_dir=f"run.loadgen/{backend}_{scenario}/probe-{i:02d}") for i, (q, p) in enumerate(probes, 1)]
+        held_qps = [p.target_qps for p in made if p.held]
+        peak = PeakSearch(precision=0.1, peak_qps=max(held_qps) if held_qps else None, probes=made)
+    record = ServingRecord(
+        scenario=scenario, compliant=False, result="INVALID", unmet=["Min duration satisfied : NO"],
+        samples_per_s=qps, latency_ms=LoadgenLatency(p50=p99 / 2, p90=p99 / 1.5, p99=p99),
+        target_qps=qps if server else None, latency_bound_ms=BOUND if server else None,
+        bound_held=(p99 <= BOUND if held is None else held) if server else None, min_duration_s=1.0, min_queries=16,
+        batching=Batching(batch_size=fields["batch_size"], max_wait_ms=2.0, batches=10, samples=70, mean_fill=0.875,
+                          batch_ms=4.0),
+        accuracy=Accuracy(reference="fp64", samples=16, responses=16, top1_agree=1.0, log_dir="a"),
+        peak=peak, log_dir=f"run.loadgen/{backend}_{scenario}", summary_file=f"run.loadgen/{backend}_{scenario}/s.txt")
+    return ResultRow(**fields, throughput_ips=qps, serving=record)
+
+
+def run_of(*rows: ResultRow) -> RunFile:
+    return RunFile(env={"device": "cpu"}, suite={"name": "serving"}, rows=list(rows))
+
+
+def test_compare_matches_serving_rows_by_scenario_and_gates_a_missed_bound() -> None:
+    base = run_of(serving_row("eager", "server", 100, 10), serving_row("eager", "offline", 400))
+    same = compare_runs(base, base)
+    assert same.exit_code == 0 and [c.verdict for c in same.cases] == [Verdict.SAME, Verdict.SAME]
+    slower = compare_runs(base, run_of(serving_row("eager", "server", 100, 10), serving_row("eager", "offline", 300)))
+    assert slower.cases[1].verdict is Verdict.SLOWER and slower.exit_code == 0  # shown, not gated
+    assert slower.cases[1].metrics[0].delta == pytest.approx(400 / 300 - 1)
+    missed = compare_runs(base, run_of(serving_row("eager", "server", 100, 40), serving_row("eager", "offline", 400)))
+    assert missed.exit_code == 1
+    assert "held -> MISSED" in missed.regressed[0].regressions[0]
+    assert "resnet50 eager fp32 server" in missed.summary
+
+
+def test_recommend_server_picks_the_highest_qps_under_the_bound_from_every_run() -> None:
+    run = run_of(serving_row("eager", "server", 100, 5, probes=[(100, 5), (200, 30)]),
+                 serving_row("onnxruntime", "server", 150, 14, probes=[(75, 6), (150, 14), (300, 90)]),
+                 serving_row("compile", "server", status="failed"))
+    (group,) = recommend_scenario(run, "server")
+    assert group.recommended.row.backend == "onnxruntime" and group.recommended.value == 150
+    assert group.candidates[-1].value is None and "failed" in group.candidates[-1].reason
+    (tight,) = recommend_scenario(run, "server", max_p99_ms=10)  # onnxruntime only met it at 75 QPS
+    assert tight.recommended.row.backend == "eager" and tight.recommended.value == 100
+    assert [c.value for c in tight.candidates[:2]] == [100, 75]
+
+
+def test_recommend_excludes_a_runtime_whose_latency_rows_fail_parity() -> None:
+    broken = ResultRow(model="resnet50", backend="onnxruntime", batch_size=1, dtype="fp32", image_size=224,
+                       memory_format="channels_last", timing_mode="device", device="cpu", status="ok",
+                       parity=Parity(reference="fp64", rel_l2=1.0, max_abs=9.0, cosine=0.1, sqnr_db=0.0,
+                                     top1_agree=0.0, top5_overlap=0.0, err_ratio=1e6, passed=False, rule="x"))
+    run = run_of(broken, serving_row("eager", "offline", 100), serving_row("onnxruntime", "offline", 900))
+    (group,) = recommend_scenario(run, "offline")
+    assert group.recommended.row.backend == "eager"
+    assert group.candidates[-1].reason == "fails parity in this run's latency rows"
+    (single,) = recommend_scenario(run_of(serving_row("eager", "single-stream", p99=3),
+                                          serving_row("onnxruntime", "single-stream", p99=1.5)), "single-stream")
+    assert single.recommended.row.backend == "onnxruntime"  # lowest p90
+
+
+def test_recommend_errors_are_one_line() -> None:
+    run = run_of(serving_row("eager", "offline"))
+    with pytest.raises(UsageError, match="--scenario 'sever' is not allowed; one of: single-stream, server, offline"):
+        recommend_scenario(run, "sever")
+    with pytest.raises(UsageError, match="matches no serving row in the run; scenarios in it: offline"):
+        recommend_scenario(run, "server")
+
+
+def test_latency_recommend_leaves_serving_rows_out() -> None:
+    recommendation = recommend(run_of(serving_row("eager", "offline")), Constraints())
+    assert recommendation.groups == ()
+
+
+def test_reports_show_a_serving_table_and_plot() -> None:
+    run = run_of(serving_row("eager", "server", 100, 5, probes=[(100, 5), (200, 30)]),
+                 serving_row("eager", "offline", 400), serving_row("eager", "single-stream", 90, 2),
+                 serving_row("compile", "server", status="failed"))
+    markdown = render_markdown(run)
+    assert "#### Serving (MLPerf LoadGen, mode: quick)" in markdown
+    assert "| resnet50 | eager | fp32 | server | ok | 100.0 | 3.333 | 5.000 | p99 ≤ 15 ms held at 100 QPS (peak) |" \
+        in markdown
+    assert "failed: serving: RuntimeError: boom" in markdown
+    html = render_html(run)
+    assert 'id="serving"' in html and "Serving: p99 latency vs QPS" in html and "data:image/png;base64," in html
+    console = Console(file=io.StringIO(), width=250)
+    console.print(console_table(run))
+    text = console.file.getvalue()
+    assert "serving (MLPerf LoadGen)" in text and "INVALID: min duration not satisfied" in text
+    csv = render_csv(run)
+    assert "scenario" in csv.splitlines()[0] and ",server,INVALID,100.0," in csv
