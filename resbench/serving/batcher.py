@@ -49,7 +49,7 @@ class DynamicBatcher:
         self.samples = 0                          # samples executed
         self.failed_samples = 0                   # samples completed with an error response
         self._queue: deque[Sample] = deque()
-        self._ready = threading.Condition()
+        self._ready = threading.Condition(threading.RLock())  # re-entrant: abort() may run in a signal handler
         self._closing = False
         self._on_start = on_start
         self.started = threading.Event()  # set once `on_start` has run on the batcher's thread

@@ -14,8 +14,12 @@ mlcommons/inference#1605); torch releases the GIL inside its kernels, so LoadGen
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,19 +60,11 @@ class ServingSUT:
         self.channels_last = qsl.dim() == 4 and qsl.is_contiguous(memory_format=torch.channels_last)
         self.batcher = DynamicBatcher(self._execute, self._fail, max_batch, max_wait_s,
                                       name=f"resbench-sut-b{batch_size}", on_start=self._warm_up)
-        self.interrupted: BaseException | None = None
 
     # LoadGen's callbacks: they run on LoadGen's threads and must return at once
     def issue_queries(self, query_samples) -> None:
-        try:
-            now = time.monotonic()
-            samples = [Sample(q.id, q.index, now) for q in query_samples]
-        except BaseException as exc:  # Ctrl-C lands here when LoadGen issues from the main thread
-            self.interrupted = exc
-            samples = [Sample(q.id, q.index, 0.0) for q in query_samples]
-        if self.interrupted is not None:
-            self.batcher.abort(self.interrupted)  # complete the rest at once; run_test raises it afterwards
-        self.batcher.submit(samples)
+        now = time.monotonic()
+        self.batcher.submit([Sample(q.id, q.index, now) for q in query_samples])
 
     def flush_queries(self) -> None:
         pass  # the batcher never holds a sample longer than max_wait
@@ -123,16 +119,41 @@ def run_test(lg: Any, fn, qsl: torch.Tensor, settings: Any, outdir: Path, *, bat
     log.enable_trace = False  # the trace holds every sample's events: megabytes, and nothing a row reads
     started = time.perf_counter()
     try:
-        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log)
+        with _interrupts_end_the_run(sut.batcher) as interrupted:
+            lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log)
     finally:
         sut.batcher.close()
         lg.DestroyQSL(lg_qsl)
         lg.DestroySUT(lg_sut)
-    if sut.interrupted is not None:
-        raise sut.interrupted
+    if interrupted:
+        raise KeyboardInterrupt(f"signal {interrupted[0]} during a LoadGen run")
     batcher = sut.batcher
     return RunStats(batcher.batches, batcher.samples, batcher.failed_samples, batcher.error,
                     time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _interrupts_end_the_run(batcher: DynamicBatcher) -> Iterator[list[int]]:
+    """While LoadGen runs, Ctrl-C and SIGTERM complete every remaining sample at once (batcher.abort) so
+    that LoadGen returns soon, instead of raising KeyboardInterrupt inside a LoadGen callback: LoadGen issues
+    from the main thread, and an exception thrown through its C++ leaves it broken (std::terminate at exit).
+    Yields the signals caught; the caller raises KeyboardInterrupt once LoadGen has returned. (In a worker
+    process nothing changes: the parent kills the worker.)"""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        batcher.abort(KeyboardInterrupt(f"signal {signum}"))  # the batcher's lock is re-entrant
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _no_op(_samples) -> None:
