@@ -39,7 +39,7 @@ from resbench.suite import Case
 
 ESTIMATE_CALLS = 10           # calls sampled for the schedule hints (after measure.py's warm-up); their
                               # fastest, since one stalled call on a busy host is 100x the typical one
-SINGLE_STREAM_HINT = 0.5      # expected latency = half the fastest: LoadGen stops once its floors are met,
+SINGLE_STREAM_HINT = 0.25     # expected latency = a quarter of the fastest: LoadGen stops once its floors are met,
                               # but runs out of queries when the hint is too high (inference#1566)
 
 
