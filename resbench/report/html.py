@@ -14,7 +14,6 @@ from pathlib import Path
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
 from resbench.report.serving import html_section as serving_section
-from resbench.report.serving import serving_rows
 from resbench.results import RunFile
 
 _CSS = """
@@ -98,7 +97,7 @@ def render_html(run: RunFile) -> str:
         figures = "<h2>Plots</h2>\n<p>No case finished, so there is nothing to plot.</p>"
     nav = " ".join(f'<a href="#{key}">{label}</a>' for key, label in
                    [("summary", "Summary"), *((p.key, p.title) for p in plots),
-                    *([("serving", "Serving")] if serving_rows(run.rows) else []), ("parity", "Parity"),
+                    *([("serving", "Serving")] if serving_section(run) else []), ("parity", "Parity"),
                     ("environment", "Environment"), ("problems", "Warnings and failures")])
     return f"""<!DOCTYPE html>
 <html lang="en">

@@ -21,7 +21,16 @@ ABOUT = ("Serving rows come from MLPerf LoadGen driving each runtime as the syst
 
 
 def serving_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
-    return [row for row in rows if row.scenario is not None]
+    """The serving rows that ran or tried to (skipped runtimes: `skipped_line`)."""
+    return [row for row in rows if row.scenario is not None and row.status != "skipped"]
+
+
+def skipped_line(rows: Sequence[ResultRow]) -> str:
+    """'Not served here: tensorrt, triton[cuda_graphs=True] (skipped; their reasons are in the latency rows)'."""
+    skipped = dict.fromkeys(f"{row.backend_label} {row.dtype}" for row in rows
+                            if row.scenario is not None and row.status == "skipped")
+    return (f"Not served here: {', '.join(skipped)} (skipped, for the reason their latency rows give)."
+            if skipped else "")
 
 
 def latency_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
@@ -105,7 +114,8 @@ def console_table(run: RunFile):
     if not rows:
         return None
     folders = sorted({row.serving.log_dir.split("/")[0] for row in rows if row.serving is not None})
-    caption = ABOUT + (f" LoadGen's logs: {', '.join(folders)}/ beside the run file." if folders else "")
+    caption = " ".join(filter(None, (ABOUT, skipped_line(run.rows), f"LoadGen's logs: {', '.join(folders)}/ "
+                                     "beside the run file." if folders else "")))
     table = Table(title=f"serving (MLPerf LoadGen) · {mode_line(rows)}", title_justify="left",
                   header_style="bold", caption=caption, caption_justify="left")
     for header in HEADERS[:-1]:  # the log folder is in the caption: a path column is too wide for a terminal
@@ -113,7 +123,7 @@ def console_table(run: RunFile):
     for row in rows:
         values = [escape(cell) for cell in cells(row)[:-1]]
         if row.status != "ok":
-            values[4] = f"[red]{values[4]}[/]" if row.status != "skipped" else f"[yellow]{values[4]}[/]"
+            values[4] = f"[red]{values[4]}[/]"
         elif row.serving is not None and row.serving.bound_held is False:
             values[8] = f"[red]{values[8]}[/]"
         table.add_row(*values)
@@ -124,18 +134,21 @@ def print_serving(run: RunFile, console) -> None:
     table = console_table(run)
     if table is not None:
         console.print(table)
+    elif skipped_line(run.rows):
+        console.print(f"serving (MLPerf LoadGen): {skipped_line(run.rows)}", markup=False, highlight=False)
 
 
 def markdown_lines(run: RunFile) -> list[str]:
     """The serving section of the Markdown report (empty when the run has no serving rows)."""
     rows = serving_rows(run.rows)
+    skipped = skipped_line(run.rows)
     if not rows:
-        return []
+        return ["", "#### Serving (MLPerf LoadGen)", "", skipped] if skipped else []
     lines = ["", f"#### Serving (MLPerf LoadGen, {mode_line(rows)})", "", f"<sub>{ABOUT}</sub>", "",
              "| " + " | ".join(HEADERS) + " |",
              "|" + "|".join("---:" if h in NUMERIC else "---" for h in HEADERS) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in rows]
-    return lines
+    return lines + (["", skipped] if skipped else [])
 
 
 def html_section(run: RunFile) -> str:
@@ -143,12 +156,13 @@ def html_section(run: RunFile) -> str:
     from resbench.report.serving_plots import latency_vs_qps
 
     rows = serving_rows(run.rows)
+    skipped = skipped_line(run.rows)
     if not rows:
-        return ""
+        return f'<h2 id="serving">Serving (MLPerf LoadGen)</h2>\n<p>{html.escape(skipped)}</p>' if skipped else ""
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>"
     body = []
     for row in rows:
-        css = "" if row.status == "ok" else (' class="skip"' if row.status == "skipped" else ' class="bad"')
+        css = "" if row.status == "ok" else ' class="bad"'
         tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in NUMERIC else f"<td>{html.escape(c)}</td>"
                       for h, c in zip(HEADERS, cells(row), strict=True))
         body.append(f"<tr{css}>{tds}</tr>")
@@ -158,4 +172,4 @@ def html_section(run: RunFile) -> str:
         f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>")
     return (f'<h2 id="serving">Serving (MLPerf LoadGen, {html.escape(mode_line(rows))})</h2>\n'
             f'<p class="contract">{html.escape(ABOUT)}</p>\n<table>\n{head}\n' + "\n".join(body) +
-            f"\n</table>\n{figure}")
+            f"\n</table>\n<p>{html.escape(skipped)}</p>\n{figure}")

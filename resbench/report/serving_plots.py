@@ -13,13 +13,15 @@ from collections.abc import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from resbench.report.plots import Plot
 from resbench.results import ResultRow
 
 DPI = 96
-PANEL = (6.0, 4.0)
+PANEL = (7.0, 4.0)
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+PLAIN_2_5 = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")
 
 
 def _server_points(row: ResultRow) -> list[tuple[float, float, bool]]:
@@ -72,14 +74,14 @@ def latency_vs_qps(rows: Sequence[ResultRow]) -> Plot | None:
                           fontsize=7, va="bottom", color="0.3")
         axis.set_xscale("log")
         axis.set_yscale("log")
-        for side in (axis.xaxis, axis.yaxis):  # plain numbers on the decades, none in between
-            side.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            side.set_minor_formatter(NullFormatter())
+        for side in (axis.xaxis, axis.yaxis):  # plain numbers: 1, 2, 5, 10, 20, 50...
+            side.set_major_formatter(PLAIN)
+            side.set_minor_formatter(PLAIN_2_5)
         axis.set_xlabel("completed QPS (samples/s)")
         axis.set_ylabel("p99 latency (ms)")
         axis.set_title(f"{model} · {dtype}", fontsize=10)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7, loc="upper left")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # off the data
     return Plot("serving-latency-qps", "Serving: p99 latency vs QPS",
                 "Per runtime, LoadGen Server runs: p99 latency (issue to completion) against the QPS it "
                 "completed; filled points held the p99 bound (dashed), hollow ones missed it. Dotted "

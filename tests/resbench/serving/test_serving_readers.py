@@ -107,12 +107,14 @@ def test_latency_recommend_leaves_serving_rows_out() -> None:
 def test_reports_show_a_serving_table_and_plot() -> None:
     run = run_of(serving_row("eager", "server", 100, 5, probes=[(100, 5), (200, 30)]),
                  serving_row("eager", "offline", 400), serving_row("eager", "single-stream", 90, 2),
-                 serving_row("compile", "server", status="failed"))
+                 serving_row("compile", "server", status="failed"), serving_row("tensorrt", "server", status="skipped"),
+                 serving_row("tensorrt", "offline", status="skipped"))
     markdown = render_markdown(run)
     assert "#### Serving (MLPerf LoadGen, mode: quick)" in markdown
     assert "| resnet50 | eager | fp32 | server | ok | 100.0 | 3.333 | 5.000 | p99 ≤ 15 ms held at 100 QPS (peak) |" \
         in markdown
     assert "failed: serving: RuntimeError: boom" in markdown
+    assert "| tensorrt |" not in markdown and "Not served here: tensorrt fp32 (skipped" in markdown
     html = render_html(run)
     assert 'id="serving"' in html and "Serving: p99 latency vs QPS" in html and "data:image/png;base64," in html
     console = Console(file=io.StringIO(), width=250)
