@@ -28,8 +28,19 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
-    _state["debug"] = debug
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (accepted "
+                                                "anywhere on the command line).")] = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _take_debug(argv: list[str]) -> list[str]:
+    """`--debug` anywhere before a `--`: click accepts a group option only before the subcommand, so it is
+    taken out here and set directly (`resbench run suite.yaml --debug` works like `resbench --debug run`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        _state["debug"] = True
+        return [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return argv
 
 
 def default_out_path(suite_name: str) -> Path:
@@ -295,7 +306,7 @@ def main() -> None:
     usage_errors = _usage_error_classes()
     try:
         # Without standalone mode click *returns* the code of a `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(args=_take_debug(sys.argv[1:]), standalone_mode=False)
     except ResbenchError as exc:
         if _state["debug"]:
             traceback.print_exc()
