@@ -60,7 +60,9 @@ def run(
                                              "run-to-run spread of the medians")] = 1,
     no_isolation: Annotated[bool, typer.Option("--no-isolation", help="Run every group in this process "
                                                "instead of a fresh worker (debugging: a crash or hang then "
-                                               "ends the run)")] = False,
+                                               "ends the run); the same as --executor in-process")] = False,
+    executor: Annotated[str, typer.Option(help="Where groups run: workers (a fresh process per group, the "
+                                               "default) or in-process")] = "workers",
 ) -> None:
     """Measure a suite and write a run file."""
     from rich.progress import (
@@ -74,12 +76,14 @@ def run(
 
     from resbench import runner
     from resbench.environment import fingerprint
+    from resbench.executors import get_executor
     from resbench.report.console import print_run
     from resbench.results import RunFile
     from resbench.suite import expand, load_suite, resolve_device
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
+    runs_groups = get_executor("in-process" if no_isolation else executor)
     started = False
     previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
     try:
@@ -93,14 +97,14 @@ def run(
             cases = runner.pending_cases(run_file, loaded, cases, str(resume))
         else:
             run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"))
-        costs = runner.preflight(cases, isolate=not no_isolation, repeat=repeat)  # before any work
+        costs = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat)  # before any work
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         started = True
         with Progress(*columns, console=stderr, transient=False) as bar:
             task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
             runner.run_suite(
-                cases, run_file, out_path, repeat=repeat, isolate=not no_isolation, costs=costs,
+                cases, run_file, out_path, repeat=repeat, executor=runs_groups, costs=costs,
                 on_group_done=lambda group, _rows: bar.advance(task, len(group)),
                 progress=lambda message: bar.update(task, description=message),
             )

@@ -1,50 +1,29 @@
-"""Executes cases: grouping, preparation, interleaved measurement, parity, and the run file.
+"""Orchestrates a run: preflight, grouping, repeats, resume, and the run file.
 
-Cases sharing (model, weights, dtype, batch) form a group. A group builds the model once, prepares every
-backend in it (prepare and first call timed separately), warms each up, measures them in interleaved
-rounds (timing.py), then checks each against the fp64 reference on the parity batch (parity.py). One
-failing backend becomes a `failed`/`oom` row and never costs another its result.
-
-By default each group runs in a fresh worker process (isolation.py, worker.py), so a crash, a hard OOM
-or a hang becomes a `crashed`/`timeout` row and the run goes on; `isolate=False` runs groups in this
-process (for debugging). Before any measuring, `preflight` builds every model the suite names and reads
-every weights file. The run file is rewritten atomically whenever a case finishes (docs/running.md)."""
+Cases sharing (model, weights, dtype, batch) form a group, measured together by resbench/measure.py. The
+runner turns groups (x `--repeat`) into units, hands them to an executor (resbench/executors/: fresh
+worker processes by default, so a crash, a hard OOM or a hang becomes a `crashed`/`timeout` row and the
+run goes on; or this process, for debugging), and writes the run file - it alone does - atomically
+whenever a case's row is final. Before any measuring, `preflight` builds every model the suite names and
+reads every weights file (docs/running.md)."""
 
 from __future__ import annotations
 
-import functools
-import gc
 import os
-import resource
-import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from resbench import hardware, parity, telemetry
-from resbench.backends import get_backend
-from resbench.backends.base import Forward, private_copy
 from resbench.dtypes import torch_dtype
-from resbench.environment import device_name
 from resbench.errors import ModelError, ResbenchError, UsageError
-from resbench.models import ModelCost, ModelSpec, build_model, model_cost
-from resbench.numerics import pinned
-from resbench.results import Memory, ResultRow, RunFile
-from resbench.stats import summarize
-from resbench.suite import Case, ParityConfig, Suite
-from resbench.timing import Measurement, Sampler, measure_interleaved, noise_warnings, synchronize, warmup
-
-ProgressFn = Callable[[str], None]
-StageFn = Callable[[int | None, str], None]   # (index of the case in its group, or None for the group; stage)
-RowFn = Callable[[int, ResultRow], None]      # (index of the case in its group, its final row)
-MB = 2**20
-IN_WORKER = False  # set by resbench.worker: memory figures then describe one group's process
+from resbench.executors import Executor, Unit, get_executor
+from resbench.measure import ProgressFn, describe
+from resbench.models import ModelCost, ModelSpec, model_cost
+from resbench.results import ResultRow, RunFile
+from resbench.suite import Case, Suite
 
 
 def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
@@ -53,328 +32,6 @@ def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
     for case in cases:
         groups.setdefault(case.group_key, []).append(case)
     return list(groups.values())
-
-
-# ------------------------------------------------------------------------------------------------ models
-
-
-@functools.lru_cache(maxsize=2)
-def _model(spec: ModelSpec, seed: int) -> torch.nn.Module:
-    return build_model(spec, seed)
-
-
-@functools.lru_cache(maxsize=8)
-def _cost(spec: ModelSpec, seed: int, image_size: int) -> ModelCost:
-    return model_cost(_model(spec, seed), image_size)
-
-
-@functools.lru_cache(maxsize=2)
-def _reference(spec: ModelSpec, image_size: int, cfg: ParityConfig, device: str) -> torch.Tensor:
-    """Reference logits on the parity batch: fp64 (or fp32 with TF32 off), deterministic."""
-    dtype = torch.float64 if cfg.reference == "fp64" else torch.float32
-    images = parity.parity_images(cfg.samples, image_size, cfg.seed)
-    model = private_copy(_model(spec, cfg.seed)).to(device=device, dtype=dtype)
-    with pinned("fp32", reference=True), torch.no_grad():
-        out = model(images.to(device=device, dtype=dtype)).to("cpu", torch.float64)
-    del model
-    return out
-
-
-def timing_input(case: Case) -> torch.Tensor:
-    """The seeded timing batch, on the device, in the run dtype and memory format."""
-    generator = torch.Generator().manual_seed(case.parity.seed)
-    x = torch.randn(case.batch_size, 3, case.image_size, case.image_size, generator=generator)
-    return x.to(device=case.device, dtype=torch_dtype(case.dtype)).contiguous(memory_format=_memory_format(case))
-
-
-def _memory_format(case: Case) -> torch.memory_format:
-    return torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
-
-
-# --------------------------------------------------------------------------------------------- rows
-
-
-def base_row(case: Case, cost: ModelCost | None, status: str = "ok", reason: str | None = None,
-             **fields: Any) -> ResultRow:
-    return ResultRow(
-        model=case.model.name, weights=case.model.weights, backend=case.backend, options=case.options,
-        batch_size=case.batch_size, dtype=case.dtype, image_size=case.image_size,
-        memory_format=case.memory_format, timing_mode=case.timing.mode, l2=case.timing.l2, device=case.device,
-        status=status, reason=reason, params=cost.params if cost else None,
-        gflops=cost.gflops if cost else None, **fields,
-    )
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc)
-    return "out of memory" in text.lower() or "can't allocate memory" in text
-
-
-def describe(exc: BaseException) -> str:
-    """One line: the exception type and the first line of its message."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _failure_row(case: Case, cost: ModelCost | None, exc: BaseException, stage: str, **fields: Any) -> ResultRow:
-    status = "oom" if is_oom(exc) else "failed"
-    return base_row(case, cost, status, f"{stage}: {describe(exc)}", **fields)
-
-
-def process_peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024
-
-
-def _allocated(device: torch.device) -> int:
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-
-
-# -------------------------------------------------------------------------------------------- a group
-
-
-@dataclass
-class Prepared:
-    case: Case
-    fn: Forward
-    measurement: Measurement
-    prepare_s: float
-    first_call_s: float
-    persistent_bytes: int
-    numerics: dict[str, Any]
-    artifacts: dict[str, Any]
-    warnings: list[str]
-
-
-def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[str, Any],
-             stage: Callable[[str], None]) -> Prepared:
-    device = x.device
-    backend = get_backend(case.backend)
-    stage("prepare")
-    copy = private_copy(model).to(device=device).to(memory_format=_memory_format(case))
-    synchronize(device)
-    before = _allocated(device)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        fn = backend.prepare(copy, x, case)
-    synchronize(device)
-    prepare_s = time.perf_counter() - t0
-    del copy  # the backend keeps what it needs
-    stage("first call")
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        fn(x)
-    synchronize(device)
-    first_call_s = time.perf_counter() - t0
-    stage("warm-up")
-    sampler = Sampler(_no_grad(fn), x, case.timing.mode, case.timing.l2)
-    warmup(sampler, case.timing.warmup_s)
-    artifacts = backend.artifacts() if hasattr(backend, "artifacts") else {}
-    return Prepared(case, fn, Measurement(case.backend_label, sampler), prepare_s, first_call_s,
-                    _allocated(device) - before, {**flags, **backend.numerics(case)}, artifacts,
-                    list(sampler.warnings))
-
-
-def _no_grad(fn: Forward) -> Forward:
-    def call(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return fn(x)
-    return call
-
-
-def _memory(p: Prepared, x: torch.Tensor) -> Memory:
-    device = x.device
-    if device.type != "cuda":
-        source = ("process_mb: peak RSS of this group's worker process (model, every backend of the group, "
-                  "parity reference)" if IN_WORKER else
-                  "process_mb: peak RSS of the whole measuring process so far (in-process run, CPU)")
-        return Memory(process_mb=process_peak_rss_mb(), source=source)
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
-    with torch.no_grad():
-        p.fn(x)
-    synchronize(device)
-    transient = torch.cuda.max_memory_allocated(device) - base
-    memory = Memory(
-        peak_allocated_mb=(p.persistent_bytes + transient) / MB,
-        source="peak_allocated_mb: torch allocator bytes this backend holds after prepare (weights, "
-               "workspaces, graph pools) + the peak of one call",
-    )
-    try:
-        from resbench import gpu_memory
-
-        memory.gpu_process_mb = gpu_memory.process_used_mb()
-        if memory.gpu_process_mb is not None:
-            memory.source += "; gpu_process_mb: NVML memory of the whole process (all backends of the group)"
-    except Exception:  # NVML is optional; its absence must never fail a row
-        pass
-    return memory
-
-
-def _eager_rel_l2(model: torch.nn.Module, case: Case, images: torch.Tensor, reference: torch.Tensor,
-                  device: torch.device) -> float | None:
-    """Eager's error in this dtype: the yardstick for every row's err_ratio."""
-    try:
-        eager = private_copy(model).to(device=device, dtype=torch_dtype(case.dtype))
-        eager = eager.to(memory_format=_memory_format(case))
-        out = parity.run_on_parity_batch(eager, images, case.batch_size, torch_dtype(case.dtype),
-                                         _memory_format(case), device)
-        return parity.error_metrics(out, reference).rel_l2
-    except Exception:
-        return None
-
-
-def stage_text(cases: list[Case], index: int | None, stage: str) -> str:
-    """'resnet18 fp32 b2: first call of compile[mode=max-autotune]' (progress lines, crash reasons)."""
-    first = cases[0]
-    what = stage if index is None else f"{stage} of {cases[index].backend_label}"
-    return f"{first.model.name} {first.dtype} b{first.batch_size}: {what}"
-
-
-def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
-              on_stage: StageFn | None = None, on_row: RowFn | None = None,
-              cost: ModelCost | None = None) -> list[ResultRow]:
-    """Measure one (model, weights, dtype, batch) group; returns one row per case, in case order.
-
-    `on_stage(index, stage)` is called whenever the work moves to another case or stage (a worker reports
-    it so that its parent can name the stage a crash or hang happened in); `on_row(index, row)` as soon
-    as a case's row is final. `cost` (from `preflight`) saves counting the model's FLOPs again."""
-    first = cases[0]
-    device = torch.device(first.device)
-    rows: dict[int, ResultRow] = {}
-    last_stage: dict[int | None, str] = {}
-
-    def stage(index: int | None, what: str) -> None:
-        last_stage[index] = what
-        if on_stage is not None:
-            on_stage(index, what)
-        progress(stage_text(cases, index, what))
-
-    def emit(index: int, row: ResultRow) -> None:
-        rows[index] = row
-        if on_row is not None:
-            on_row(index, row)
-
-    try:
-        stage(None, "building model")
-        model = _model(first.model, first.parity.seed)
-        cost = cost or _cost(first.model, first.parity.seed, first.image_size)
-        x = timing_input(first)
-    except Exception as exc:
-        for i, case in enumerate(cases):
-            emit(i, _failure_row(case, cost, exc, "model"))
-        return [rows[i] for i in range(len(cases))]
-
-    prepared: list[tuple[int, Prepared]] = []
-    with pinned(first.dtype) as flags, telemetry.Monitor(first.device, _device_index(device)) as monitor:
-        for i, case in enumerate(cases):
-            backend = get_backend(case.backend)
-            ok, reason = backend.available(device)
-            if ok and hasattr(backend, "supports"):
-                ok, reason = backend.supports(case)
-            if not ok:
-                emit(i, base_row(case, cost, "skipped", reason))
-                continue
-            try:
-                prepared.append((i, _prepare(case, model, x, flags, functools.partial(stage, i))))
-            except Exception as exc:
-                emit(i, _failure_row(case, cost, exc, last_stage.get(i, "prepare"), numerics=flags))
-                if first.device == "cuda":
-                    torch.cuda.empty_cache()
-
-        if prepared:
-            index_of = {id(p.measurement): i for i, p in prepared}
-
-            def on_slice(m: Measurement) -> None:
-                stage(index_of[id(m)], "measure")
-                monitor.label = m.label
-
-            def accept_slice(m: Measurement, t0: float, t1: float) -> bool:
-                return monitor.slice_ok(m.label, t0, t1)
-
-            measure_interleaved([p.measurement for _, p in prepared], first.timing, on_slice=on_slice,
-                                accept_slice=accept_slice if monitor.available else None)
-            monitor.label = None
-
-        stage(None, "parity reference")
-        try:
-            images = parity.parity_images(first.parity.samples, first.image_size, first.parity.seed)
-            reference = _reference(first.model, first.image_size, first.parity, first.device)
-            eager_error = _eager_rel_l2(model, first, images, reference, device)
-            reference_failure = None
-        except Exception as exc:
-            images = reference = eager_error = None
-            reference_failure = describe(exc)
-        for i, p in prepared:
-            emit(i, _finish(p, x, cost, images, reference, eager_error, reference_failure,
-                            monitor.summary(p.measurement.label), functools.partial(stage, i)))
-    del prepared
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return [rows[i] for i in range(len(cases))]
-
-
-def _device_index(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor | None,
-            reference: torch.Tensor | None, eager_error: float | None, reference_failure: str | None,
-            clock: dict[str, Any], stage: Callable[[str], None]) -> ResultRow:
-    case, m = p.case, p.measurement
-    clock = dict(clock)
-    if m.discarded:
-        clock["discarded_samples"] = len(m.discarded)
-    common = dict(prepare_s=p.prepare_s, first_call_s=p.first_call_s, numerics=p.numerics,
-                  artifacts=p.artifacts, telemetry=clock)
-    if m.failed is not None:
-        return _failure_row(case, cost, m.failed, "measure", samples_ms=m.samples, **common)
-    warnings = p.warnings + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
-    samples = m.samples
-    if not samples:  # every slice was vetoed: report them rather than nothing, and say so
-        samples = m.discarded
-        warnings.append("every slice was taken at a low SM clock; the statistics use them anyway")
-    stats = summarize(samples)
-    tflops, pct, source = hardware.achieved(cost.gflops, case.batch_size, stats.median,
-                                            device_name(case.device), case.dtype)
-    if stats.cv > 0.025:
-        warnings.append(f"CV {stats.cv:.1%} > 2.5%: latency varies between calls")
-    row_parity = None
-    if reference is None:
-        warnings.append(f"parity not checked: reference failed ({reference_failure})")
-    else:
-        stage("parity")
-        try:
-            out = parity.run_on_parity_batch(p.fn, images, case.batch_size, torch_dtype(case.dtype),
-                                             _memory_format(case), x.device)
-            metrics = parity.error_metrics(out, reference)
-            row_parity = parity.verdict(metrics, case.dtype, eager_error,
-                                        is_eager=case.backend == "eager" and not case.options,
-                                        reference=_reference_label(case))
-        except Exception as exc:
-            warnings.append(f"parity not checked: {describe(exc)}")
-    stage("memory")
-    try:
-        memory = _memory(p, x)
-    except Exception as exc:
-        memory = Memory(source=f"not measured: {describe(exc)}")
-    return base_row(
-        case, cost, latency_ms=stats, samples_ms=samples,
-        throughput_ips=case.batch_size / (stats.median * 1e-3), tflops=tflops, pct_peak=pct, peak_source=source,
-        memory=memory, parity=row_parity, warnings=warnings, **common,
-    )
-
-
-def _reference_label(case: Case) -> str:
-    return "fp64" if case.parity.reference == "fp64" else "fp32 (TF32 off)"
-
 
 
 # ------------------------------------------------------------------------------------------- a whole run
@@ -414,7 +71,7 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
     from resbench.models.weights import load_weights
 
     if isolate:
-        from resbench.isolation import memory_cap_mb
+        from resbench.executors.isolated import memory_cap_mb
 
         memory_cap_mb()
     cases = list(cases)
@@ -502,47 +159,64 @@ def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
     return combined
 
 
-GroupRunner = Callable[..., list[ResultRow]]
-
-
-def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1, isolate: bool = True,
-              costs: Costs | None = None,
+def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
+              executor: Executor | None = None, costs: Costs | None = None,
               on_group_done: Callable[[list[Case], list[ResultRow]], None] = lambda _g, _r: None,
               progress: ProgressFn = lambda _m: None) -> RunFile:
-    """Measure `cases` group by group, appending rows to `run`. Rows already in `run` are kept.
+    """Measure `cases` group by group with `executor` (default: fresh worker processes), appending rows
+    to `run`. Rows already in `run` are kept.
 
     `preflight` runs first (unless the caller ran it and passes its `costs`), so bad models or weights
-    fail before the run file is written. With
-    `isolate` each group (each repetition of it) runs in a fresh worker process. The run file is saved
-    atomically as soon as a case's row is final (with `repeat` > 1: after each group, since a row then
-    combines K repetitions), so Ctrl-C or a killed run leaves a valid file with every finished case."""
+    fail before the run file is written. The run file is saved atomically as soon as a case's row is
+    final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them), so
+    Ctrl-C or a killed run leaves a valid file with every finished case."""
+    executor = executor or get_executor("workers")
     if costs is None:
-        costs = preflight(cases, isolate=isolate, repeat=repeat)
-    if isolate:
-        from resbench.isolation import run_group_isolated
-
-        run_one: GroupRunner = run_group_isolated
-    else:
-        run_one = run_group
+        costs = preflight(cases, isolate=not executor.in_process, repeat=repeat)
+    groups = group_cases(cases)
+    units = [Unit(g, k, tuple(group), costs.get((group[0].model, group[0].image_size)),
+                  f"[{k + 1}/{repeat}] " if repeat > 1 else "")
+             for g, group in enumerate(groups) for k in range(repeat)]
+    sink = _RunFileSink(run, out, groups, repeat, on_group_done, progress)
     run.save(out)
-    for group in group_cases(cases):
-        start = len(run.rows)
-        streamed: dict[int, ResultRow] = {}
-
-        def on_row(index: int, row: ResultRow, streamed: dict[int, ResultRow] = streamed,
-                   start: int = start) -> None:
-            streamed[index] = row
-            run.rows[start:] = [streamed[i] for i in sorted(streamed)]
-            run.save(out)
-
-        repeats = []
-        for k in range(repeat):
-            prefix = f"[{k + 1}/{repeat}] " if repeat > 1 else ""
-            repeats.append(run_one(group, lambda m, prefix=prefix: progress(prefix + m),
-                                   on_row=on_row if repeat == 1 else None,
-                                   cost=costs.get((group[0].model, group[0].image_size))))
-        rows = combine_repeats(repeats) if repeat > 1 else repeats[0]
-        run.rows[start:] = rows
-        run.save(out)
-        on_group_done(group, rows)
+    executor.run(units, sink)
     return run
+
+
+class _RunFileSink:
+    """Collects the rows an executor streams back and keeps the run file current: the rows the run file
+    had, then every group's rows in group order (a group's streamed rows until its final ones are in)."""
+
+    def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeat: int,
+                 on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn):
+        self.run, self.out, self.groups, self.repeat = run, out, groups, repeat
+        self.on_group_done, self.progress = on_group_done, progress
+        self.kept = list(run.rows)
+        self.streamed: dict[int, dict[int, ResultRow]] = {}       # group -> case index -> row
+        self.repetitions: dict[int, list[list[ResultRow]]] = {}   # group -> each finished repetition
+        self.final: dict[int, list[ResultRow]] = {}                # group -> its rows
+
+    def row(self, unit: Unit, index: int, row: ResultRow) -> None:
+        if self.repeat == 1:  # a repeated run's rows combine K repetitions: saved per group instead
+            self.streamed.setdefault(unit.group, {})[index] = row
+            self._save()
+
+    def unit_done(self, unit: Unit, rows: list[ResultRow]) -> None:
+        done = self.repetitions.setdefault(unit.group, [])
+        done.append(rows)
+        if len(done) < self.repeat:
+            return
+        self.final[unit.group] = combine_repeats(done) if self.repeat > 1 else rows
+        self._save()
+        self.on_group_done(self.groups[unit.group], self.final[unit.group])
+
+    def _save(self) -> None:
+        rows = list(self.kept)
+        for g in range(len(self.groups)):
+            if g in self.final:
+                rows.extend(self.final[g])
+            else:
+                streamed = self.streamed.get(g, {})
+                rows.extend(streamed[i] for i in sorted(streamed))
+        self.run.rows = rows
+        self.run.save(self.out)

@@ -16,10 +16,10 @@ from torch import nn
 from resbench import parity
 from resbench.backends import backend_names, get_backend
 from resbench.backends.triton import CPU_REASON, TritonOptions
+from resbench.measure import run_group
 from resbench.models.random_init import random_batchnorm_
 from resbench.models.registry import ModelSpec
 from resbench.models.resnet import BasicBlock, conv1x1
-from resbench.runner import run_group
 from resbench.suite import Case, ParityConfig, TimingConfig, expand, parse_suite
 
 

@@ -15,8 +15,9 @@ import psutil
 import pytest
 
 from resbench.cli import main
+from resbench.measure import base_row
 from resbench.results import RunFile
-from resbench.runner import base_row, pending_cases
+from resbench.runner import pending_cases
 from resbench.suite import expand, load_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers

@@ -1,42 +1,22 @@
-"""The runner in this process: stages, streamed rows, skipped backends, L2 and telemetry fields; and
-`--repeat K` end to end (the run-to-run spread of the medians in the rows and the table)."""
+"""The runner: preflight's FLOP counting, the run file kept current while an executor streams rows back
+(in any order, as a parallel executor sends them), and `--repeat K` end to end (the run-to-run spread of
+the medians in the rows and the table)."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
 import yaml
 
+from resbench.executors.base import Executor
+from resbench.measure import base_row
 from resbench.results import RunFile
-from resbench.runner import preflight, run_group
+from resbench.runner import preflight, run_suite
 from resbench.suite import expand, parse_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
-
-
-def test_run_group_reports_each_stage_and_streams_rows():
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(
-        backends=["eager", {"name": "eager", "cuda_graphs": True}], timing={"l2": "cold"})))
-    cases = expand(suite, "cpu")
-    stages: list[tuple[int | None, str]] = []
-    streamed: list[int] = []
-
-    rows = run_group(cases, on_stage=lambda i, s: stages.append((i, s)), on_row=lambda i, _r: streamed.append(i))
-
-    measured, skipped = rows
-    assert skipped.status == "skipped" and "cuda_graphs: true needs a CUDA device" in skipped.reason
-    assert measured.status == "ok", measured.reason
-    assert streamed == [1, 0]  # the skipped row exists first and is sent first
-    assert [key for key, _ in itertools.groupby(stages)] == [
-        (None, "building model"), (0, "prepare"), (0, "first call"), (0, "warm-up"), (0, "measure"),
-        (None, "parity reference"), (0, "parity"), (0, "memory")]
-    assert measured.l2 == "cold" and measured.latency_ms.n >= 5
-    assert measured.telemetry == {"status": "not available: CPU run (NVML reports GPUs only)"}
-    assert "in-process" in measured.memory.source and measured.memory.process_mb > 0
-    assert measured.parity is not None and measured.parity.passed
 
 
 def test_preflight_counts_each_model_once_for_the_workers():
@@ -62,3 +42,47 @@ def test_repeat_reports_the_run_to_run_spread(tmp_path):
     assert row.status == "ok"
     assert len(row.repeat_medians_ms) == 2 and row.latency_ms.median in row.repeat_medians_ms
     assert "repeat spread" in result.stdout
+
+
+class _OutOfOrder(Executor):
+    """Runs nothing: answers every unit with canned rows, interleaving the groups' rows as a parallel
+    executor would (the second group's first row arrives before the first group's)."""
+
+    name, in_process = "out-of-order", True
+
+    def __init__(self, saved: list[list[str]], out: Path):
+        self.saved, self.out = saved, out
+
+    def run(self, units, sink) -> None:
+        first, second = units
+        rows = {u.group: [base_row(c, None, "skipped", f"canned {u.group}.{i}") for i, c in enumerate(u.cases)]
+                for u in units}
+        for unit, index in ((second, 0), (first, 0), (second, 1), (first, 1)):
+            sink.row(unit, index, rows[unit.group][index])
+            self.saved.append([r.reason for r in RunFile.load(self.out).rows])
+        sink.unit_done(second, rows[1])
+        sink.unit_done(first, rows[0])
+
+
+def test_run_file_keeps_group_order_whatever_order_rows_arrive_in(tmp_path):
+    suite = parse_suite(yaml.safe_dump(faults.suite_dict(backends=["eager", {"name": "eager", "cuda_graphs": True}],
+                                                         batch_sizes=[1, 2])))
+    cases = expand(suite, "cpu")
+    out = tmp_path / "run.json"
+    earlier = base_row(cases[0], None, "skipped", "from an earlier run")
+    run = RunFile(env={}, suite={}, rows=[earlier])
+    saved: list[list[str]] = []
+    finished_groups: list[int] = []
+
+    run_suite(cases, run, out, executor=_OutOfOrder(saved, out), costs={},
+              on_group_done=lambda group, _rows: finished_groups.append(group[0].batch_size))
+
+    assert saved == [  # saved after every row: earlier rows first, then groups in order, each in case order
+        ["from an earlier run", "canned 1.0"],
+        ["from an earlier run", "canned 0.0", "canned 1.0"],
+        ["from an earlier run", "canned 0.0", "canned 1.0", "canned 1.1"],
+        ["from an earlier run", "canned 0.0", "canned 0.1", "canned 1.0", "canned 1.1"],
+    ]
+    assert [r.reason for r in RunFile.load(out).rows] == saved[-1]
+    assert finished_groups == [2, 1]
+

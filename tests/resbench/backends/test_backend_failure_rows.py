@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resbench.runner import run_group
+from resbench.measure import run_group
 from resbench.suite import expand, parse_suite
 
 SUITE = """

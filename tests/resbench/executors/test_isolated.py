@@ -12,10 +12,10 @@ import psutil
 import pytest
 
 from resbench.errors import UsageError
-from resbench.isolation import memory_cap_mb
+from resbench.executors.isolated import memory_cap_mb
 from resbench.results import RunFile
 
-sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
+sys.path.insert(0, str(Path(__file__).parent.parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
 
 CASE_TIMEOUT_S = 4

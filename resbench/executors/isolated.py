@@ -1,20 +1,21 @@
-"""Runs one group of cases in a fresh worker process (resbench/worker.py), so that a case that crashes the
-process (segfault, CUDA error, abort), exhausts memory or hangs becomes a status row and the run goes on.
+"""Runs one group of cases in a fresh worker process (worker.py beside this file), so that a case that
+crashes the process (segfault, CUDA error, abort), exhausts memory or hangs becomes a status row and the
+run goes on.
 
-The parent sends the group's cases to a worker (`resbench.worker.main`) and reads JSON lines back: which case
-and stage the worker is in, and each row as soon as it exists. It keeps a clock per case:
+The parent sends the group's cases to a worker (`resbench.executors.worker.main`) and reads JSON lines
+back: which case and stage the worker is in, and each row as soon as it exists. It keeps a clock per case:
 - a case whose stages (prepare, first call, warm-up, its measurement slices, parity, memory) add up to
   more than `timing.case_timeout_s` is `timeout`; group-wide stages (building the model, the parity
   reference) have their own allowance of `case_timeout_s`; start-up (importing torch) gets
   STARTUP_TIMEOUT_S or `case_timeout_s`, whichever is longer;
 - a worker that dies (signal, non-zero exit) makes the case it was working on `crashed`, with the stage
   and the signal ("crashed during first call of eager: killed by SIGABRT");
-- an exception that escapes the runner in the worker is `failed` (or `oom`), like in-process.
+- an exception that escapes measure.run_group in the worker is `failed` (or `oom`), like in-process.
 The worker's whole process tree (its own process group) is killed on a timeout, on Ctrl-C, and after
 every group. The cases of the group that have no row yet then run again in a new worker without the
 culprit; a fault in a group-wide stage gives every remaining case of the group that status.
 
-Memory errors the worker survives (MemoryError, CUDA OOM) are `oom` rows made by the runner itself.
+Memory errors the worker survives (MemoryError, CUDA OOM) are `oom` rows made by measure.py itself.
 RESBENCH_WORKER_MEMORY_MB caps each worker's address space (RLIMIT_AS), so a runaway host allocation
 fails inside the worker instead of swapping the machine (the tests use it)."""
 
@@ -36,9 +37,9 @@ import psutil
 
 import resbench
 from resbench.errors import UsageError
+from resbench.measure import ProgressFn, RowFn, base_row, stage_text
 from resbench.models import ModelCost
 from resbench.results import ResultRow
-from resbench.runner import ProgressFn, RowFn, base_row, stage_text
 from resbench.suite import Case
 
 STARTUP_TIMEOUT_S = 120.0     # a worker must have imported torch and read its cases by then
@@ -92,7 +93,7 @@ class _Clock:
 
 def run_group_isolated(cases: list[Case], progress: ProgressFn = lambda _m: None, *,
                        on_row: RowFn | None = None, cost: ModelCost | None = None) -> list[ResultRow]:
-    """runner.run_group in worker processes: one row per case, in case order, whatever the workers do."""
+    """measure.run_group in worker processes: one row per case, in case order, whatever the workers do."""
     rows: dict[int, ResultRow] = {}
 
     def record(index: int, row: ResultRow) -> None:
@@ -128,7 +129,7 @@ def _run_worker(cases: list[Case], progress: ProgressFn, on_row: RowFn,
     case_limit = cases[0].timing.case_timeout_s
     # The worker imports this very resbench, installed or not (appended: never shadows anything).
     project_root = str(Path(resbench.__file__).resolve().parent.parent)
-    bootstrap = f"import sys; sys.path.append({project_root!r}); from resbench.worker import main; main()"
+    bootstrap = f"import sys; sys.path.append({project_root!r}); from resbench.executors.worker import main; main()"
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(

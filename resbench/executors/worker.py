@@ -1,12 +1,12 @@
-"""The worker process of an isolated run (isolation.py starts it): `python -m resbench.worker FD`, or
-`main()` called with FD as the first argument.
+"""The worker process of an isolated run (isolated.py starts it): `python -m resbench.executors.worker FD`,
+or `main()` called with FD as the first argument.
 
 It reads one request from stdin (one JSON line: the group's cases and the parent's sys.path), runs
-runner.run_group on them, and writes JSON lines to file descriptor FD as it goes:
+measure.run_group on them, and writes JSON lines to file descriptor FD as it goes:
   {"type": "ready"}                                  imports done, cases parsed
   {"type": "stage", "case": i | null, "stage": s}    work moved to case i (null: group-wide) and stage s
   {"type": "row", "case": i, "row": {...}}           case i's final row
-  {"type": "error", "message": s, "oom": bool}       an exception escaped the runner
+  {"type": "error", "message": s, "oom": bool}       an exception escaped measure.run_group
   {"type": "done"}                                   every row was sent
 The channel is a separate pipe, not stdout, so nothing a library prints can corrupt it; stdout and
 stderr go to the parent, which passes them on and keeps the tail for crash reasons.
@@ -80,22 +80,22 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.append(entry)
 
     try:
-        from resbench import runner
+        from resbench import measure
         from resbench.models import ModelCost
         from resbench.suite import Case
 
-        runner.IN_WORKER = True
+        measure.IN_WORKER = True
         cases = [Case.model_validate(c) for c in request["cases"]]
         cost = ModelCost(**request["cost"]) if request.get("cost") else None
         send({"type": "ready"})
-        runner.run_group(
+        measure.run_group(
             cases,
             on_stage=lambda index, stage: send({"type": "stage", "case": index, "stage": stage}),
             on_row=lambda index, row: send({"type": "row", "case": index, "row": row.model_dump(mode="json")}),
             cost=cost,
         )
     except BaseException as exc:  # anything that escapes is reported, then the worker exits
-        from resbench.runner import describe, is_oom
+        from resbench.measure import describe, is_oom
 
         send({"type": "error", "message": describe(exc), "oom": is_oom(exc)})
         _exit(1)

@@ -1,0 +1,94 @@
+"""The executor interface: an executor takes units of work (one group's cases, measured once) and
+streams each row, and each finished unit, back to a sink the runner owns.
+
+The runner decides what the units are (groups x repetitions), an executor only where and when each runs:
+in this process, in fresh worker processes, or elsewhere. An executor never writes the run file and
+never drops a case: every unit it is given ends with `sink.unit_done` and one row per case."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from resbench.errors import UsageError, one_of
+from resbench.models import ModelCost
+from resbench.results import ResultRow
+from resbench.suite import Case
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One measurement of one group: its cases, measured together once."""
+
+    group: int                  # index of the group in the run's group order
+    repetition: int             # 0 .. repeat-1
+    cases: tuple[Case, ...]
+    cost: ModelCost | None      # params and FLOPs counted once by the runner's preflight, if it did
+    label: str = ""             # progress prefix, e.g. "[2/3] " for a repeated run
+
+
+class RowSink(Protocol):
+    def row(self, unit: Unit, index: int, row: ResultRow) -> None:
+        """Case `index` of `unit` has its final row."""
+
+    def unit_done(self, unit: Unit, rows: list[ResultRow]) -> None:
+        """Every case of `unit` has its row (in case order)."""
+
+    def progress(self, message: str) -> None:
+        """What the work is doing now (one line)."""
+
+
+class Executor(ABC):
+    name: ClassVar[str]
+    in_process: ClassVar[bool]   # True: user code (python: models, checkpoints) runs in the caller's process
+
+    @abstractmethod
+    def run(self, units: Sequence[Unit], sink: RowSink) -> None:
+        """Run every unit; return when each has ended with `sink.unit_done`."""
+
+
+class SequentialExecutor(Executor):
+    """Runs units one after another, in order, through `run_unit`."""
+
+    def run(self, units: Sequence[Unit], sink: RowSink) -> None:
+        for unit in units:
+            rows = self.run_unit(
+                unit, lambda message, unit=unit: sink.progress(unit.label + message),
+                lambda index, row, unit=unit: sink.row(unit, index, row))
+            sink.unit_done(unit, rows)
+
+    @abstractmethod
+    def run_unit(self, unit: Unit, progress, on_row) -> list[ResultRow]:
+        """One row per case of `unit`, in case order; `on_row(index, row)` as soon as each is final."""
+
+
+class InProcessExecutor(SequentialExecutor):
+    name = "in-process"
+    in_process = True
+
+    def run_unit(self, unit: Unit, progress, on_row) -> list[ResultRow]:
+        from resbench.measure import run_group
+
+        return run_group(list(unit.cases), progress, on_row=on_row, cost=unit.cost)
+
+
+class WorkerExecutor(SequentialExecutor):
+    name = "workers"
+    in_process = False
+
+    def run_unit(self, unit: Unit, progress, on_row) -> list[ResultRow]:
+        from resbench.executors.isolated import run_group_isolated
+
+        return run_group_isolated(list(unit.cases), progress, on_row=on_row, cost=unit.cost)
+
+
+_EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (WorkerExecutor, InProcessExecutor)}
+EXECUTOR_NAMES: tuple[str, ...] = tuple(_EXECUTORS)
+
+
+def get_executor(name: str) -> Executor:
+    if name not in _EXECUTORS:
+        raise UsageError(f"executor {name!r} is not known; {one_of(EXECUTOR_NAMES)}")
+    return _EXECUTORS[name]()
