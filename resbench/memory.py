@@ -130,17 +130,19 @@ class CpuFootprint:
 
     before_copy: int = 0      # RSS just before the backend's private model copy
     after_prepare: int = 0    # RSS at the end of its warm-up
+    harness_bytes: int = 0    # the harness's buffers among them (the cold-L2 flush buffer)
     calls: PeakRss = field(default_factory=PeakRss)
 
     def start(self) -> None:
         self.before_copy = rss_bytes()
 
-    def prepared(self) -> None:
+    def prepared(self, harness_bytes: int = 0) -> None:
         self.after_prepare = rss_bytes()
+        self.harness_bytes = harness_bytes
 
     @property
     def prepare_bytes(self) -> int:
-        return max(self.after_prepare - self.before_copy, 0)
+        return max(self.after_prepare - self.before_copy - self.harness_bytes, 0)
 
     def figures(self) -> dict[str, Any]:
         """The Memory fields of this backend (MB)."""
@@ -152,8 +154,7 @@ class CpuFootprint:
             "prepare_mb": self.prepare_bytes / MB,
             "calls_mb": calls / MB,
             "source": ("backend_mb: this backend's own RSS = growth from its prepare (model copy to end of "
-                       f"warm-up) + peak growth during its timed calls ({how}); process_mb: peak RSS of the "
-                       "whole measuring process (every backend of the group)"),
+                       f"warm-up, incl. libraries it loads first) + peak growth during its timed calls ({how})"),
         }
 
 

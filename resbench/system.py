@@ -31,8 +31,11 @@ from typing import Any
 
 import psutil
 
+from resbench.results import ResultRow
+
 CONTENDED_FRACTION = 0.10   # others using > 10% of our cores: on 2 cores 0.2 cores, ~20x a quiet box's background
-PROBE_S = 1.0               # one window of the start check and of --wait-idle's polling
+PROBE_S = 1.0               # one window of --wait-idle's polling
+START_PROBE_S = 0.5         # the check before a run (the banner): long enough for 50 ticks per core
 WARNING_PREFIX = "machine busy: "   # every contention warning starts with this (reports mark such rows)
 GPU_WARNING_PREFIX = "GPU shared: "
 
@@ -262,6 +265,53 @@ def gpu_warnings(others: Sequence[GpuProcess]) -> list[str]:
             f"(pid {pids}{held})"]
 
 
+# ------------------------------------------------------------------------------------ per case, in a group
+
+
+class SliceMonitor:
+    """The machine while each backend of a group is measured: `slice_started(label)` / `slice_ended(label)`
+    around each of its timed slices add up its CPU window, and on a GPU note who else held the device.
+    `record(label, threads)` is the row's `system` field and its contention warnings."""
+
+    def __init__(self, device: str = "cpu", torch_index: int = 0, own: OwnProcesses | None = None):
+        self.device, self.torch_index = device, torch_index
+        self.own = own or OwnProcesses()
+        self.cores = affinity_cores()
+        self.meters: dict[str, CpuMeter] = {}
+        self.gpu_others: dict[str, dict[int, GpuProcess]] = {}
+        self.gpu_note = ""
+        self.load_start = load_average()
+
+    def slice_started(self, label: str) -> None:
+        self.meters.setdefault(label, CpuMeter(self.own, self.cores)).start()
+
+    def slice_ended(self, label: str) -> None:
+        self.meters[label].stop()
+        if self.device == "cuda":
+            listed, why = gpu_processes(self.torch_index)
+            if listed is None:
+                self.gpu_note = why
+                return
+            others, self.gpu_note = other_gpu_processes(listed, self.own.pids(), holds_context=True)
+            self.gpu_others.setdefault(label, {}).update({p.pid: p for p in others})
+
+    def record(self, label: str, threads: int | None) -> tuple[dict[str, Any], list[str]]:
+        meter = self.meters.get(label)
+        if meter is None:
+            return {}, []
+        cores = len(self.cores)
+        others = list(self.gpu_others.get(label, {}).values())
+        record = {"cores": cores, **cpu_record(meter.window, cores, threads),
+                  "load_avg": [round(v, 2) for v in self.load_start] if self.load_start else None}
+        if self.device == "cuda":
+            record["gpu_other_processes"] = [p.pid for p in others]
+            if self.gpu_note:
+                record["gpu_note"] = self.gpu_note
+        warnings = cpu_warnings(meter.window, cores, threads) + gpu_warnings(others)
+        record["contended"] = bool(warnings)
+        return record, warnings
+
+
 # --------------------------------------------------------------------------------- the machine at start
 
 
@@ -328,3 +378,15 @@ def wait_for_idle(timeout_s: float, device: str = "cpu", progress: Callable[[str
             progress(f"still busy after --wait-idle {timeout_s:g} s ({state.warnings[0]}); measuring anyway")
             return state
         progress(f"waiting for the machine to go quiet ({waited:.0f} of {timeout_s:g} s): {state.warnings[0]}")
+
+
+# ---------------------------------------------------------------------------------------------- --strict
+
+
+def fail_if_contended(row: ResultRow) -> ResultRow:
+    """`--strict`: an `ok` row measured under contention becomes `failed`, its reason the contention
+    warning(s). The samples stay in the row, so the figures can still be inspected."""
+    causes = [w for w in row.warnings if is_contention_warning(w)]
+    if row.status != "ok" or not causes:
+        return row
+    return row.model_copy(update={"status": "failed", "reason": "--strict: " + "; ".join(causes)})
