@@ -8,12 +8,16 @@ test controls (see test_the_runs_own_load_is_never_counted)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import pytest
+import torch
 from pathlib import Path
 
 from resbench import system
@@ -131,3 +135,14 @@ def test_busy_machine_banner_and_wait_idle_give_up_with_progress():
     assert waited.busy and 1.5 <= elapsed < 6
     assert re.match(r"waiting for the machine to go quiet \(\d+ of 1\.5 s\): machine busy: ", messages[0])
     assert messages[-1].startswith("still busy after --wait-idle 1.5 s")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nvml_lists_this_process_on_the_gpu():
+    torch.zeros(1, device="cuda")   # a CUDA context: NVML now lists this process
+    listed, why = system.gpu_processes(0)
+    assert listed is not None, why
+    others, note = system.other_gpu_processes(listed, OwnProcesses().pids(), holds_context=True)
+    assert any(p.pid == os.getpid() for p in listed) or "another PID namespace" in note
+    assert all(p.pid != os.getpid() for p in others)
