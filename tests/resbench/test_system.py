@@ -15,10 +15,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
-from pathlib import Path
 
 from resbench import system
 from resbench.system import CpuMeter, CpuWindow, GpuProcess, OwnProcesses
