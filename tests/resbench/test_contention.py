@@ -37,10 +37,11 @@ def test_under_load_every_row_is_flagged_and_strict_fails_them(tmp_path):
     suite = faults.write_suite(tmp_path / "suite.yaml", models=["resnet18"], backends=["eager", "onnxruntime"])
     strict_suite = parse_suite(yaml.safe_dump(faults.suite_dict()))
     strict_run = RunFile(env={}, suite=strict_suite.model_dump(mode="json"))
+    progress: list[str] = []
     with cpu_load(processes=2, seconds=240, stranger=True):
         plain = faults.resbench("run", suite, "--out", tmp_path / "run.json")
         run_suite(expand(strict_suite, "cpu"), strict_run, tmp_path / "strict.json",
-                  executor=get_executor("in-process"), strict=True)
+                  executor=get_executor("in-process"), strict=True, wait_idle_s=2.5, progress=progress.append)
 
     assert plain.returncode == 0, plain.stderr[-3000:]
     banner = [line for line in plain.stderr.splitlines() if line.startswith(BUSY)]
@@ -61,6 +62,8 @@ def test_under_load_every_row_is_flagged_and_strict_fails_them(tmp_path):
     assert eager.memory.backend_mb != ort.memory.backend_mb
     assert ort.artifacts["intra_op_num_threads"] == cores   # ORT's pool follows the thread policy
 
+    assert any(m.startswith("waiting for the machine to go quiet") for m in progress), progress
+    assert any(m.startswith("still busy after --wait-idle 2.5 s") for m in progress), progress
     (failed,) = RunFile.load(tmp_path / "strict.json").rows
     assert failed.status == "failed" and failed.reason.startswith("--strict: machine busy: other processes used")
     assert failed.latency_ms is not None   # the figures stay for inspection
