@@ -135,19 +135,17 @@ def run(
 def _record_machine(run_file, threads: int | None, device: str, wait_idle: float | None, strict: bool,
                     resumed: bool) -> None:
     """Probe the machine before any measuring: a one-line banner when it is busy, and the figures, the
-    thread policy and the contention flags in the run file's environment (`system`)."""
+    thread policy and the contention flags in the run file's environment (`system`). A resumed run keeps
+    the environment it was started with (each row records its own machine state anyway)."""
     from resbench import system
     from resbench import threads as thread_policy
 
     state = system.machine_state(device, seconds=system.START_PROBE_S)
     if state.busy:
         stderr.print(state.banner(), style="bold yellow", markup=False, highlight=False, soft_wrap=True)
-    record = {"at_start": state.record(), "thread_policy": thread_policy.describe(threads),
-              "wait_idle_s": wait_idle, "strict": strict}
-    if resumed and isinstance(run_file.env.get("system"), dict):
-        run_file.env["system"]["resumed"] = record
-    else:
-        run_file.env["system"] = record
+    if not resumed:
+        run_file.env["system"] = {"at_start": state.record(), "thread_policy": thread_policy.describe(threads),
+                                  "wait_idle_s": wait_idle, "strict": strict}
 
 
 def _on_sigterm(handler):
