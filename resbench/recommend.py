@@ -89,7 +89,7 @@ class Dimension:
         if self.name == "median":
             return f"median {row.latency_ms.median:.3f} ms"  # type: ignore[union-attr]
         value = self.interval(row)[0]  # type: ignore[index]
-        return {"memory": f"{value:,.0f} MB", "prepare": f"prepare {value:.2f} s",
+        return {"memory": f"memory {value:,.0f} MB", "prepare": f"prepare {value:.2f} s",
                 "rel_l2": f"rel-L2 {value:.2e}"}[self.name]
 
 
@@ -198,8 +198,7 @@ def _dominates(a: ResultRow, b: ResultRow, dims: Sequence[Dimension]) -> bool:
 
 
 def _worse_on(row: ResultRow, other: ResultRow, dims: Sequence[Dimension]) -> str:
-    return ", ".join(f"{d.text(row)} vs {d.text(other).removeprefix('median ').removeprefix('prepare ')}"
-                     for d in dims if d.better(other, row))
+    return ", ".join(f"{d.text(row)} vs {d.text(other).split(' ', 1)[1]}" for d in dims if d.better(other, row))
 
 
 def _objective_value(row: ResultRow, objective: Objective) -> float:

@@ -334,7 +334,7 @@ class MachineState:
         return bool(self.warnings)
 
     def record(self) -> dict[str, Any]:
-        return {**cpu_record(self.window, len(self.cores), None),
+        return {"cores": len(self.cores), **cpu_record(self.window, len(self.cores), None),
                 "load_avg": [round(v, 2) for v in self.load_avg] if self.load_avg else None,
                 "gpu_other_processes": [p.pid for p in self.gpu_others], "busy": self.busy}
 

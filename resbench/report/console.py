@@ -133,9 +133,9 @@ def print_run(run: RunFile, console: Console | None = None) -> None:
         console.print(table)
     system = run.env.get("system") if isinstance(run.env.get("system"), dict) else {}
     start = system.get("at_start") if isinstance(system.get("at_start"), dict) else None
-    if start and start.get("busy"):
-        console.print(f"[bold yellow]machine busy at start: other processes used {start.get('other_cores')} "
-                      f"cores[/]", highlight=False)
+    if start and start.get("busy") and isinstance(start.get("other_cores"), int | float):
+        console.print(f"[bold yellow]machine busy at start: other processes used {start['other_cores']:.1f} of "
+                      f"{start.get('cores') or run.env.get('cpu_count', '?')} cores[/]", highlight=False)
     lines = [(r, w) for r in run.rows for w in r.warnings]
     if lines:
         noisy = sum(1 for r in run.rows if doubts(r))
