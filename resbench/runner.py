@@ -133,8 +133,9 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
     """For --resume: refuse a run file of another suite; drop its unfinished rows; return the cases left."""
     recorded = run.suite
     current = suite.model_dump(mode="json")
-    if recorded != current:
-        keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    # a key missing from an older run file reads as None, the default of a key added since (e.g. threads)
+    keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    if keys:
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
                          f"(differs in: {', '.join(keys)})")
     run.rows = [r for r in run.rows if r.status in FINISHED]
