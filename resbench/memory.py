@@ -9,9 +9,11 @@ the same for all of them and says nothing about which is leaner. The per-backend
   growth during its own timed calls (activations not already held), the largest over its measurement
   slices. The peak is exact on Linux: the kernel's high-water mark (VmHWM) is reset before each slice
   (`/proc/self/clear_refs`) and read after it; elsewhere a thread samples RSS every RSS_POLL_S.
-  Memory freed by a backend but kept by the C allocator stays in RSS, so a backend prepared after a
-  wasteful one may read low; the first backend of a group also carries one-time library costs (oneDNN
-  primitives, thread pools). Figures of one group are comparable; across groups, compare with care.
+  Both prepare readings are taken settled (`settle`: Python's garbage collected, free C-heap pages handed
+  back to the OS with glibc's malloc_trim), so garbage left by an earlier backend, or collected in the
+  middle of this one's prepare, moves neither figure. The first backend of a group still carries
+  one-time library costs (oneDNN primitives, thread pools), as every backend carries the libraries it
+  loads first (the ONNX exporter). Figures of one group are comparable; across groups, with care.
 - **GPU**: torch allocator bytes the backend holds after preparing (baseline taken before its private
   model copy; the harness's cold-L2 flush buffer left out), plus the reserved-but-free memory of the CUDA
   graph pools it created (a captured graph keeps its activations there, invisible to
@@ -24,6 +26,10 @@ readers around them are thin."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 import re
 import resource
 import sys
@@ -50,6 +56,24 @@ _process_peak = {"bytes": 0}   # the largest RSS high-water mark seen before a r
 
 def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None (musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def settle() -> None:
+    """Collect Python's garbage and hand free C-heap pages back to the OS, so that RSS counts memory held
+    rather than memory freed and cached (outside any timed region: it takes milliseconds)."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _high_water_bytes() -> int | None:
@@ -134,9 +158,11 @@ class CpuFootprint:
     calls: PeakRss = field(default_factory=PeakRss)
 
     def start(self) -> None:
+        settle()
         self.before_copy = rss_bytes()
 
     def prepared(self, harness_bytes: int = 0) -> None:
+        settle()
         self.after_prepare = rss_bytes()
         self.harness_bytes = harness_bytes
 

@@ -3,6 +3,8 @@ and the CPU RSS windows on real allocations."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -96,10 +98,21 @@ def test_peak_rss_window_sees_a_transient_allocation_and_nothing_outside():
     del held_outside
 
 
+class _Cycle:
+    """Garbage only the cycle collector frees: a reference cycle holding a block of memory."""
+
+    def __init__(self, megabytes: int):
+        self.block, self.me = _touch(megabytes), self
+
+
 def test_cpu_footprint_is_prepare_growth_plus_call_peak():
+    """Garbage an earlier test (or backend) left must not move the figures: were it collected in the middle
+    of the window, the process would shrink by 64 MB while the 'backend' grew by 32."""
+    _Cycle(64)
     footprint = CpuFootprint()
     footprint.start()
     kept = _touch(32)                       # "weights" the backend keeps
+    gc.collect()                            # a collection in the middle of a prepare
     footprint.prepared()
     footprint.calls.start()
     activations = _touch(16)
