@@ -28,8 +28,19 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
-    _state["debug"] = debug
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (accepted "
+                                                "anywhere on the command line).")] = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _take_debug(argv: list[str]) -> list[str]:
+    """`--debug` anywhere before a `--`: click accepts a group option only before the subcommand, so it is
+    taken out here and set directly (`resbench run suite.yaml --debug` works like `resbench --debug run`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        _state["debug"] = True
+        return [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return argv
 
 
 def default_out_path(suite_name: str) -> Path:
@@ -52,6 +63,11 @@ def run(
                                                "ends the run); the same as --executor in-process")] = False,
     executor: Annotated[str, typer.Option(help="Where groups run: workers (a fresh process per group, the "
                                                "default) or in-process")] = "workers",
+    wait_idle: Annotated[float | None, typer.Option(
+        "--wait-idle", metavar="SECONDS", help="Before each group, wait up to SECONDS for the machine to go quiet "
+        "(other processes using under 10% of the cores; progress shown); then measure anyway")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail every row measured under contention (status "
+                                         "failed, the cause as reason), for CI gates")] = False,
 ) -> None:
     """Measure a suite and write a run file."""
     from rich.progress import (
@@ -72,6 +88,8 @@ def run(
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
+    if wait_idle is not None and not wait_idle >= 0:
+        raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
     runs_groups = get_executor("in-process" if no_isolation else executor)
     started = False
     previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
@@ -87,6 +105,7 @@ def run(
         else:
             run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"))
         costs = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat)  # before any work
+        _record_machine(run_file, loaded.threads, resolved, wait_idle, strict, resumed=resume is not None)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         started = True
@@ -96,6 +115,7 @@ def run(
                 cases, run_file, out_path, repeat=repeat, executor=runs_groups, costs=costs,
                 on_group_done=lambda group, _rows: bar.advance(task, len(group)),
                 progress=lambda message: bar.update(task, description=message),
+                wait_idle_s=wait_idle, strict=strict,
             )
             bar.update(task, description=f"{loaded.name}: done")
     except KeyboardInterrupt:
@@ -110,6 +130,22 @@ def run(
         _on_sigterm(previous_term)
     print_run(run_file, stdout)
     stdout.print(f"run file: {out_path}")
+
+
+def _record_machine(run_file, threads: int | None, device: str, wait_idle: float | None, strict: bool,
+                    resumed: bool) -> None:
+    """Probe the machine before any measuring: a one-line banner when it is busy, and the figures, the
+    thread policy and the contention flags in the run file's environment (`system`). A resumed run keeps
+    the environment it was started with (each row records its own machine state anyway)."""
+    from resbench import system
+    from resbench import threads as thread_policy
+
+    state = system.machine_state(device, seconds=system.START_PROBE_S)
+    if state.busy:
+        stderr.print(state.banner(), style="bold yellow", markup=False, highlight=False, soft_wrap=True)
+    if not resumed:
+        run_file.env["system"] = {"at_start": state.record(), "thread_policy": thread_policy.describe(threads),
+                                  "wait_idle_s": wait_idle, "strict": strict}
 
 
 def _on_sigterm(handler):
@@ -321,7 +357,7 @@ def main() -> None:
     usage_errors = _usage_error_classes()
     try:
         # Without standalone mode click *returns* the code of a `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(args=_take_debug(sys.argv[1:]), standalone_mode=False)
     except ResbenchError as exc:
         if _state["debug"]:
             traceback.print_exc()

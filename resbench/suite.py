@@ -184,6 +184,9 @@ class Suite(_Strict):
     dtypes: list[DtypeName] = Field(min_length=1)
     image_size: int = 224
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
+    # intra-op threads of every runtime (torch, OpenMP, Inductor kernels, ONNX Runtime); None: the cores in
+    # the process's affinity mask (threads.py)
+    threads: int | None = Field(None, ge=1)
     timing: TimingConfig = TimingConfig()
     parity: ParityConfig = ParityConfig()
     serving: ServingConfig | None = None
@@ -273,6 +276,7 @@ class Case(BaseModel):
     device: Literal["cuda", "cpu"]
     timing: TimingConfig
     parity: ParityConfig
+    threads: int | None = None   # the run's thread policy (threads.py); None: resolved where it is measured
     # serving cases (docs/serving.md): one per (model, runtime, dtype, scenario), after the latency cases
     scenario: ScenarioName | None = None
     serving: ServingConfig | None = None
@@ -415,6 +419,8 @@ def resolve_device(requested: str) -> Literal["cuda", "cpu"]:
 
 def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
     """The suite's matrix on `device` (cpu overrides applied): models x dtypes x batches x backends."""
+    from resbench import threads
+
     suite = suite.for_device(device)
     cases = []
     for model, dtype, batch, backend in itertools.product(
@@ -423,12 +429,12 @@ def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
         cases.append(Case(
             model=model.spec, backend=backend.name, options=_normalized_options(backend),
             batch_size=batch, dtype=dtype, image_size=suite.image_size, memory_format=suite.memory_format,
-            device=device, timing=suite.timing, parity=suite.parity,
+            device=device, timing=suite.timing, parity=suite.parity, threads=threads.resolve(suite.threads),
         ))
-    return cases + _serving_cases(suite, device)
+    return cases + _serving_cases(suite, device, threads.resolve(suite.threads))
 
 
-def _serving_cases(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
+def _serving_cases(suite: Suite, device: Literal["cuda", "cpu"], thread_count: int | None) -> list[Case]:
     """One case per (model, dtype, backend, scenario), measured after every latency case. The batch size
     is the one the runtime is called at: 1 (single-stream), max_batch (server); offline's is the
     runtime's best, chosen by the runner from the latency rows (max_batch until then)."""
@@ -443,7 +449,7 @@ def _serving_cases(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
             model=model.spec, backend=backend.name, options=_normalized_options(backend),
             batch_size=1 if scenario == "single-stream" else serving.max_batch, dtype=dtype,
             image_size=suite.image_size, memory_format=suite.memory_format, device=device, timing=suite.timing,
-            parity=suite.parity, scenario=scenario, serving=serving,
+            parity=suite.parity, threads=thread_count, scenario=scenario, serving=serving,
         ))
     return cases
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from resbench import measure, parity
+from resbench import threads as thread_policy
 from resbench.backends import get_backend
 from resbench.dtypes import torch_dtype
 from resbench.models import ModelCost
@@ -94,6 +95,7 @@ def run_serving_group(cases: list[Case], progress: measure.ProgressFn = lambda _
         return [rows[i] for i in range(len(cases))]
 
     backend = get_backend(first.backend)
+    thread_policy.apply(thread_policy.resolve(first.threads))  # as for latency rows, before any prepare
     prepared: dict[int, measure.Prepared | tuple[str, Exception]] = {}   # batch size -> runtime, or (stage, error)
     inputs: GroupInputs | None = None
     with pinned(first.dtype) as flags:
