@@ -53,8 +53,10 @@ def bound_text(row: ResultRow) -> str:
         return "—"
     verdict = "held" if serving.bound_held else "MISSED"
     where = f" at {serving.target_qps:,.4g} QPS" if serving.target_qps is not None else ""
-    if serving.peak is not None:
-        where += " (peak)" if serving.peak.peak_qps is not None else " (no QPS held it)"
+    if serving.peak is not None and serving.peak.peak_qps is None:
+        where += " (no QPS held it)"
+    elif serving.peak is not None:
+        where += " (peak)" if serving.bound_held else " (the peak's probe held it; this full run did not)"
     return f"p99 ≤ {serving.latency_bound_ms:g} ms {verdict}{where}"
 
 
@@ -117,7 +119,7 @@ def console_table(run: RunFile):
     caption = " ".join(filter(None, (ABOUT, skipped_line(run.rows), f"LoadGen's logs: {', '.join(folders)}/ "
                                      "beside the run file." if folders else "")))
     table = Table(title=f"serving (MLPerf LoadGen) · {mode_line(rows)}", title_justify="left",
-                  header_style="bold", caption=caption, caption_justify="left")
+                  header_style="bold", caption=escape(caption), caption_justify="left")  # labels: eager[a=b]
     for header in HEADERS[:-1]:  # the log folder is in the caption: a path column is too wide for a terminal
         table.add_column(header, justify="right" if header in NUMERIC else "left", overflow="fold")
     for row in rows:

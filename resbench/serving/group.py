@@ -187,7 +187,7 @@ def _serve(lg: Any, case: Case, p: measure.Prepared, inputs: GroupInputs, cost: 
         final, search, hints = _peak_search(perform, hints, batch_qps, cfg, root, stage, reachable)
         if search.peak_qps is None:
             why = (f"down to {hints.server_qps:.3g} QPS" if reachable else
-                   f"one batch of {case.batch_size} takes {batch_s * 1e3:.3g} ms at the fastest, more than the "
+                   f"one batch of {case.batch_size} took {batch_s * 1e3:.3g} ms at the fastest, more than the "
                    "bound, so the search stopped after one probe")
             warnings.append(f"no target QPS held the {cfg.server_latency_ms:g} ms p99 bound ({why})")
     else:
@@ -199,6 +199,9 @@ def _serve(lg: Any, case: Case, p: measure.Prepared, inputs: GroupInputs, cost: 
         warnings.append(f"accuracy: {len(accuracy.mismatched)} of {accuracy.samples} responses differ from the "
                         f"{accuracy.reference} reference's top-1 (QSL indices {accuracy.mismatched[:8]})")
     record = _record(case, final, accuracy, search, folder, root, batch_s)
+    if search is not None and search.peak_qps is not None and record.bound_held is False:
+        warnings.append(f"the peak search's probe held the bound at {search.peak_qps:.4g} QPS; the full-length run "
+                        f"at that QPS missed it (p99 {record.latency_ms.p99:.3g} ms): the peak is not a stable one")
     if record.result != "VALID" and cfg.compliant:  # quick runs are INVALID by design: the row says so anyway
         unmet = "; ".join(record.unmet) or "see its summary"
         warnings.append(f"LoadGen: {record.result} under MLPerf's rules ({unmet})")
@@ -213,8 +216,9 @@ def _peak_search(perform: Callable[..., Performance], hints: settings.Hints, sta
     """Bisection over server_target_qps (peak.py). Probes are quick runs of about `duration_s` each (their
     query floor is capped at QPS x duration, so a probe at low QPS does not take min_queries / QPS); the
     row's figures come from a run at the peak with the configured floors (compliant: MLPerf's rules), which
-    is the peak's probe itself when its floor was not capped. When even one batch takes longer than the
-    bound (`reachable` false), no load can hold it: one probe records LoadGen's verdict and the search ends."""
+    is the peak's probe itself when its floor was not capped. When even the fastest batch took longer than
+    the bound (`reachable` false), no lower load can hold it: a first probe that misses ends the search
+    (one that holds proves the estimate wrong, e.g. a stalled host, and the search goes on upwards)."""
     runs: dict[float, tuple[Performance, int]] = {}
     probes: list[Probe] = []
 
@@ -231,7 +235,7 @@ def _peak_search(perform: Callable[..., Performance], hints: settings.Hints, sta
             log_dir=str(run.folder.relative_to(root))))
         return bool(summary.constraints_met)
 
-    peak_qps, outcomes = peak.search(probe, start_qps, max_probes=peak.MAX_PROBES if reachable else 1)
+    peak_qps, outcomes = peak.search(probe, start_qps, max_halvings=peak.MAX_HALVINGS if reachable else 0)
     chosen_qps = peak_qps if peak_qps is not None else min(o.target_qps for o in outcomes)
     chosen, floor = runs[chosen_qps]
     chosen_hints = settings.Hints(hints.single_stream_latency_s, hints.offline_qps, chosen_qps)

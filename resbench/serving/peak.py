@@ -32,9 +32,10 @@ class ProbeOutcome:
 
 
 def search(probe: Callable[[float], bool], start_qps: float, precision: float = PRECISION,
-           max_probes: int = MAX_PROBES) -> tuple[float | None, list[ProbeOutcome]]:
+           max_probes: int = MAX_PROBES, max_halvings: int = MAX_HALVINGS) -> tuple[float | None, list[ProbeOutcome]]:
     """(the highest target QPS that held, or None; every probe in order). `probe(qps)` runs one LoadGen
-    test at `qps` and says whether the bound held; it may raise, which ends the search."""
+    test at `qps` and says whether the bound held; it may raise, which ends the search. `max_halvings` 0:
+    when the first probe misses, search no lower (the caller knows no lower load can hold the bound)."""
     if not start_qps > 0:
         raise ValueError(f"start_qps {start_qps} must be > 0")
     probes: list[ProbeOutcome] = []
@@ -58,7 +59,7 @@ def search(probe: Callable[[float], bool], start_qps: float, precision: float = 
     else:
         missed = qps
         halvings = 0
-        while held is None and halvings < MAX_HALVINGS and len(probes) < max_probes:
+        while held is None and halvings < max_halvings and len(probes) < max_probes:
             qps /= 2
             halvings += 1
             if run(qps):

@@ -2,9 +2,10 @@
 
 Per (model, image size), every serving row of the scenario is a candidate runtime (a backend with its
 options, in one dtype):
-- server: the highest QPS whose p99 held the bound. Every Server run behind the row counts (the peak
-  search's probes too), so `--max-p99-ms` tighter than the run's bound still finds the highest QPS that
-  met it; a looser one is capped by the run's own bound, which is what LoadGen judged.
+- server: the highest QPS whose p99 held the bound in every Server run at that QPS (the peak search's
+  probes and the row's own, full-length run: a peak whose full run missed falls back to the next QPS that
+  held), so `--max-p99-ms` tighter than the run's bound still finds the highest QPS that met it; a looser
+  one is capped by the run's own bound, which is what LoadGen judged.
 - offline: the highest samples/s.
 - single-stream: the lowest p90 latency (LoadGen's SingleStream metric); `--max-p99-ms` bounds its p99.
 Excluded, with the reason: rows that did not run; a runtime whose latency rows in the same run fail
@@ -25,6 +26,7 @@ class Candidate:
     row: ResultRow
     value: float | None          # the objective's figure (QPS, samples/s or p90 ms); None: excluded
     reason: str
+    p99_ms: float | None = None  # of the run the figure comes from (server: the qualifying run)
 
     @property
     def label(self) -> str:
@@ -44,18 +46,32 @@ class ScenarioGroup:
         return first if first is not None and first.value is not None else None
 
 
-def _qps_under(row: ResultRow, max_p99_ms: float | None) -> tuple[float | None, str]:
+def _qps_under(row: ResultRow, max_p99_ms: float | None) -> tuple[float | None, float | None, str]:
+    """(QPS, its p99, why): the highest target QPS at which every Server run of the row (the peak search's
+    probes and the row's own run) met the bound and --max-p99-ms."""
     serving = row.serving
-    runs = ([(p.target_qps, p.p99_ms, p.held) for p in serving.peak.probes] if serving.peak is not None
-            else [(serving.target_qps, serving.latency_ms.p99, bool(serving.bound_held))])
-    fitting = [qps for qps, p99, held in runs
-               if held and qps and p99 is not None and (max_p99_ms is None or p99 <= max_p99_ms)]
+    own_qps = serving.target_qps  # the summary's, rounded; with a search the row's run is at a probe's QPS
+    if serving.peak is not None and serving.peak.probes:
+        own_qps = serving.peak.peak_qps or min(p.target_qps for p in serving.peak.probes)
+    runs = [(own_qps, serving.latency_ms.p99, bool(serving.bound_held))]
+    if serving.peak is not None:
+        runs += [(p.target_qps, p.p99_ms, p.held) for p in serving.peak.probes]
+
+    def met(p99: float | None, held: bool) -> bool:
+        return held and p99 is not None and (max_p99_ms is None or p99 <= max_p99_ms)
+
+    by_qps: dict[float, list[tuple[float | None, bool]]] = {}
+    for qps, p99, held in runs:
+        if qps:
+            by_qps.setdefault(qps, []).append((p99, held))
+    fitting = [(qps, max(p99 for p99, _ in results)) for qps, results in by_qps.items()
+               if all(met(p99, held) for p99, held in results)]
     if fitting:
-        return max(fitting), ""
+        return *max(fitting), ""
     limit = f"p99 <= {max_p99_ms:g} ms and the {serving.latency_bound_ms:g} ms bound" if max_p99_ms else \
         f"the {serving.latency_bound_ms:g} ms p99 bound"
     tried = ", ".join(f"{qps:,.4g} QPS: p99 {p99:.3g} ms" for qps, p99, _ in runs if qps and p99 is not None)
-    return None, f"no Server run met {limit} ({tried or 'no run'})"
+    return None, None, f"no Server run met {limit} ({tried or 'no run'})"
 
 
 def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None) -> Candidate:
@@ -65,13 +81,17 @@ def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None)
         return Candidate(row, None, "fails parity in this run's latency rows")
     serving = row.serving
     if serving.scenario == "server":
-        value, why = _qps_under(row, max_p99_ms)
-        return Candidate(row, value, why or f"{value:,.4g} QPS under the bound")
+        value, p99, why = _qps_under(row, max_p99_ms)
+        if value is not None and not serving.bound_held:
+            why = (f"{value:,.4g} QPS: the highest held in every run (the row's own run at "
+                   f"{serving.target_qps:,.4g} QPS missed)")
+        return Candidate(row, value, why or f"{value:,.4g} QPS under the bound", p99)
     if max_p99_ms is not None and (serving.latency_ms.p99 is None or serving.latency_ms.p99 > max_p99_ms):
-        return Candidate(row, None, f"p99 {serving.latency_ms.p99} ms > --max-p99-ms {max_p99_ms:g}")
+        return Candidate(row, None, f"p99 {serving.latency_ms.p99} ms > --max-p99-ms {max_p99_ms:g}",
+                         serving.latency_ms.p99)
     if serving.scenario == "offline":
-        return Candidate(row, serving.samples_per_s, f"{serving.samples_per_s:,.1f} samples/s")
-    return Candidate(row, serving.latency_ms.p90, f"p90 {serving.latency_ms.p90:.3f} ms")
+        return Candidate(row, serving.samples_per_s, f"{serving.samples_per_s:,.1f} samples/s", serving.latency_ms.p99)
+    return Candidate(row, serving.latency_ms.p90, f"p90 {serving.latency_ms.p90:.3f} ms", serving.latency_ms.p99)
 
 
 def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
@@ -121,14 +141,14 @@ def print_scenario_recommendation(groups: Sequence[ScenarioGroup], console, max_
         for header in ("runtime", "role", "figure", "p99 ms", "LoadGen", "why"):
             table.add_column(header, overflow="fold")
         for candidate in group.candidates:
-            serving = candidate.row.serving
             role = ("[bold green]recommended[/]" if candidate is chosen else
                     "ranked" if candidate.value is not None else "[dim]excluded[/]")
             why = candidate.reason
             if candidate.value is not None and chosen is not None and candidate is not chosen:
                 gap = candidate.value / chosen.value - 1.0
                 why += f" ({gap:+.1%} vs the recommendation)"
+            serving = candidate.row.serving
             table.add_row(escape(candidate.label), role, _figure(candidate, group.scenario),
-                          "—" if serving is None or serving.latency_ms.p99 is None else f"{serving.latency_ms.p99:.3f}",
+                          "—" if candidate.p99_ms is None else f"{candidate.p99_ms:.3f}",
                           "—" if serving is None else serving.result, escape(why))
         console.print(table)

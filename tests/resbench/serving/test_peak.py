@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resbench.serving.peak import MAX_PROBES, PRECISION, search
+from resbench.serving.peak import MAX_PROBES, PRECISION, ProbeOutcome, search
 
 
 def capacity_probe(capacity: float):
@@ -29,6 +29,12 @@ def test_none_when_nothing_holds() -> None:
     peak, probes = search(lambda qps: False, 100.0)
     assert peak is None
     assert [p.target_qps for p in probes] == [100.0, 50.0, 25.0, 12.5, 6.25, 3.125]
+
+
+def test_no_halvings_ends_a_search_whose_first_probe_misses_but_not_one_that_holds() -> None:
+    assert search(lambda qps: False, 100.0, max_halvings=0) == (None, [ProbeOutcome(100.0, False)])
+    peak, probes = search(capacity_probe(250.0), 100.0, max_halvings=0)
+    assert peak is not None and peak > 200.0 and len(probes) > 2
 
 
 def test_a_probe_that_raises_ends_the_search() -> None:

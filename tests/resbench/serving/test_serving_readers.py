@@ -75,6 +75,12 @@ def test_recommend_server_picks_the_highest_qps_under_the_bound_from_every_run()
     (tight,) = recommend_scenario(run, "server", max_p99_ms=10)  # onnxruntime only met it at 75 QPS
     assert tight.recommended.row.backend == "eager" and tight.recommended.value == 100
     assert [c.value for c in tight.candidates[:2]] == [100, 75]
+    # a peak whose probe held but whose own full-length run missed counts the next QPS that held in every run
+    shaky = run_of(serving_row("onnxruntime", "server", 150, 14, probes=[(75, 6), (150, 14)]),
+                   serving_row("aot-inductor", "server", 400, 20, probes=[(200, 5), (400, 12), (800, 60)]))
+    (group,) = recommend_scenario(shaky, "server")
+    assert group.recommended.row.backend == "aot-inductor" and group.recommended.value == 200
+    assert group.recommended.p99_ms == 5 and "own run at 400 QPS missed" in group.recommended.reason
 
 
 def test_recommend_excludes_a_runtime_whose_latency_rows_fail_parity() -> None:
