@@ -57,7 +57,6 @@ CI_LEVEL = 0.99                     # coverage of the bootstrap CI of Δ
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_MAX_SAMPLES = 2_000       # larger sides are thinned to this many order statistics (_thinned)
 BOOTSTRAP_BATCH_VALUES = 4_000_000  # resampled values held at once per side (32 MB of float64)
-MIN_SAMPLES = 7                     # smallest n a side at which an exact two-sided U test reaches p < 0.002
 MIN_TAIL_SAMPLES = 5                # samples beyond a percentile, per side, before a percentile gate decides
 DEFAULT_THRESHOLDS: dict[str, float] = {"median": 0.05}   # asv's default min_effect (asv #456)
 TIMING_METRICS: tuple[str, ...] = ("median", "p90", "p95", "p99")

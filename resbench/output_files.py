@@ -130,14 +130,14 @@ def _check_common(path: Path, flag: str, inputs: Sequence[str | Path]) -> tuple[
     via = f" (a symlink to {str(target)!r})" if Path(os.path.abspath(path)) != target else ""
     try:
         info = os.stat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (a file where a folder should be: _check_folder says so)
         info = None
     except OSError as exc:
         raise OutputError(f"{label}{via} cannot be checked: {exc.strerror or exc}") from None
     if info is not None:
         kind = _kind(info.st_mode)
         if kind is not None:
-            raise OutputError(f"{label}{via} is {kind}; resbench writes only regular files: give a file path")
+            raise OutputError(f"{label}{via} is {kind}; give a file path (resbench writes only regular files)")
         for source in inputs:
             if _same_file(target, Path(source)):
                 raise OutputError(f"{label}{via} is an input of this command ({str(source)!r}); resbench never "
@@ -153,12 +153,12 @@ def _check_folder(target: Path, label: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{label}: cannot create the folder {str(folder)!r}: {exc.strerror or exc}") from None
+        raise OutputError(f"{label}: cannot create output folder {str(folder)!r}: {exc.strerror or exc}") from None
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=_temp_prefix(target), suffix=".check"):
             pass
     except OSError as exc:
-        raise OutputError(f"{label}: the folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
+        raise OutputError(f"{label}: output folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
 
 
 def check_run_output(path: str | Path, *, suite_name: str, inputs: Sequence[str | Path] = (),
