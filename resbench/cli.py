@@ -304,12 +304,12 @@ def compare(
     from resbench.compare import compare_files, print_comparison, render_markdown
     from resbench.output_files import replace_file
 
-    (target,) = _check_outputs([("--md", md)] if md is not None else [], inputs=[baseline, candidate]) or (None,)
+    targets = _check_outputs([("--md", md)] if md is not None else [], inputs=[baseline, candidate])
     comparison = compare_files(str(baseline), str(candidate), fail_on or [], allow_insufficient=allow_insufficient)
     print_comparison(comparison, stdout)
     if md is not None:
         text = render_markdown(comparison)
-        _write_output("--md", md, lambda: replace_file(target, text))
+        _write_output("--md", md, lambda: replace_file(targets[0], text))
     if comparison.exit_code:
         # SystemExit, not typer.Exit: under standalone_mode=False click *returns* Exit's code from app()
         # instead of raising it, and main() exits 0 after app() returns.
@@ -359,9 +359,10 @@ def _write_output(flag: str, path: Path, write) -> None:
 
     try:
         write()
-    except (WriteError, OSError) as exc:
-        detail = str(exc) if isinstance(exc, WriteError) else (exc.strerror or str(exc))
-        raise OutputError(f"{flag} {str(path)!r} cannot be written: {detail}") from None
+    except WriteError as exc:
+        raise OutputError(f"{flag} {str(path)!r}: {exc}") from None
+    except OSError as exc:
+        raise OutputError(f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc}") from None
     stdout.print(f"wrote {path}", highlight=False)
 
 

@@ -92,7 +92,7 @@ def test_run_out_refuses_a_device(monkeypatch, capsys, tmp_path):
 def test_force_replaces_a_run_file_of_another_suite_but_never_another_file(tmp_path):
     suite = faults.write_suite(tmp_path / "suite.yaml")
     other = run_file_of(faults.write_suite(tmp_path / "other.yaml", name="other"), tmp_path / "other.json")
-    result = faults.resbench("run", suite, "--out", other, "--force")
+    result = faults.resbench("run", suite, "--out", other, "--force", "--no-isolation")
     assert result.returncode == 0, result.stderr[-2000:]
     assert RunFile.load(other).suite["name"] == "faults"
     text = tmp_path / "notes.txt"
@@ -113,7 +113,7 @@ def test_a_run_writes_through_a_symlink_with_mode_0644_and_a_245_character_name(
     link.symlink_to(real)
     old_umask = os.umask(0o022)
     try:
-        result = faults.resbench("run", suite, "--out", link)
+        result = faults.resbench("run", suite, "--out", link, "--no-isolation")
     finally:
         os.umask(old_umask)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -181,8 +181,9 @@ def test_exclusive_names_the_holder_and_ends_with_it(tmp_path):
 
 def test_two_runs_on_one_file_the_second_is_refused_naming_the_first(tmp_path):
     """Both used to exit 0, the last writer winning and the other's rows lost."""
-    suite = faults.write_suite(tmp_path / "suite.yaml", timing={"min_time_s": 3.0, "max_time_s": 3.0,
-                                                                "target_rel_ci": 0.0001})
+    # the first run measures for a minute (it is interrupted as soon as the second ones are refused)
+    suite = faults.write_suite(tmp_path / "suite.yaml", timing={"min_time_s": 60.0, "max_time_s": 60.0,
+                                                                "target_rel_ci": 0.0001, "case_timeout_s": 300})
     out = tmp_path / "run.json"
     first = subprocess.Popen([sys.executable, "-m", "resbench.cli", "run", str(suite), "--out", str(out)],
                              cwd=faults.REPO, env=faults.cli_env(), stdout=subprocess.DEVNULL,
