@@ -21,18 +21,7 @@ from resbench.suite import expand, load_suite
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
 
-
-def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
-    """`resbench ARGS` in this process, as a user runs it: the exit code and the lines on stderr."""
-    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
-
-
-def assert_one_line_error(code: int, lines: list[str], fragment: str) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+run_main, assert_one_line_error = faults.run_main, faults.assert_one_line_error
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from resbench.cli import main
 from resbench.output_files import exclusive, replace_file, resolve, sibling
 from resbench.results import RunFile
 from resbench.suite import load_suite
@@ -24,18 +23,7 @@ from resbench.suite import load_suite
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: suites of a tiny model, the CLI helpers
 import faults  # noqa: E402
 
-
-def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
-    """`resbench ARGS` in this process: the exit code and the lines on stderr."""
-    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
-
-
-def assert_refused(code: int, lines: list[str], fragment: str) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+run_main, assert_refused = faults.run_main, faults.assert_one_line_error
 
 
 def run_file_of(suite: Path, path: Path) -> Path:

@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from resbench.cli import main
 from resbench.measure import base_row
 from resbench.results import RunFile
 from resbench.runner import pending_cases
@@ -115,11 +114,7 @@ def test_a_killed_run_leaves_a_valid_file_and_no_worker(tmp_path):
     assert wait_gone(workers) == []  # a worker never outlives its parent
 
 
-def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
-    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+run_main = faults.run_main
 
 
 def test_resume_refuses_a_run_file_of_another_suite(tmp_path, monkeypatch, capsys):
