@@ -112,19 +112,26 @@ LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
 
 
 def _bounded(fn, *args):
-    """(result or exception, seconds, peak MB of Python allocations) of fn(*args)."""
+    """(result or exception, seconds, peak MB of Python allocations) of fn(*args): timed in one call and
+    traced in another (tracemalloc slows Python code several-fold)."""
     import time
     import tracemalloc
 
-    tracemalloc.start()
+    def call():
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - returned for the assertions
+            return exc
+
     t0 = time.perf_counter()
-    try:
-        result = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - returned for the assertions
-        result = exc
+    result = call()
     seconds = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
+    tracemalloc.start()
+    try:
+        call()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
     return result, seconds, peak
 
 
