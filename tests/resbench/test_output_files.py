@@ -220,11 +220,14 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_resume_command(tmp_path
     """The file stayed valid but the exit was 1 "internal error" naming no file. RLIMIT_FSIZE makes the
     kernel refuse the run file's first write that holds a row (EFBIG, as ENOSPC would), after the empty
     file was written."""
-    from resbench.environment import fingerprint
-
     suite = faults.write_suite(tmp_path / "suite.yaml", batch_sizes=[1, 2])
-    empty = RunFile(env=fingerprint("cpu"), suite=load_suite(suite).model_dump(mode="json"))
-    limit = len(empty.to_json().encode()) + 400    # room for the row-less file, not for one row (~2 KB)
+    sizing = tmp_path / "sizing.json"
+    assert faults.resbench("run", suite, "--out", sizing, "--no-isolation").returncode == 0
+    measured = RunFile.load(sizing)
+    empty = len(measured.model_copy(update={"rows": []}).to_json().encode())
+    one_row = len(measured.model_copy(update={"rows": measured.rows[:1]}).to_json().encode()) - empty
+    assert one_row > 1000
+    limit = empty + one_row // 2    # room for the row-less file (its environment varies by bytes), not a row
 
     out = tmp_path / "run.json"
     result = faults.resbench("run", suite, "--out", out, "--no-isolation", preexec_fn=_limit_file_size(limit))
