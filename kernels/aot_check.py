@@ -25,7 +25,10 @@ import torch
 from kernels.configs import (
     CONFIGS_16BIT,
     CONFIGS_16BIT_1X1_8WARPS,
+    CONFIGS_FLAT_16BIT,
+    CONFIGS_FLAT_FP32,
     CONFIGS_FP32,
+    CONFIGS_FP32_IEEE,
     HOPPER_SMEM_BYTES,
     TileConfig,
 )
@@ -208,8 +211,9 @@ Job = tuple[TileConfig, torch.dtype, ShapeClass, str]
 
 def matrix() -> list[Job]:
     """Every autotune config x each of its dtypes on its heaviest shape class (3x3 + fused strided downsample:
-    two pipelined loops; 1x1 + downsample for the 1x1-only 8-warp configs), fp32 in both precisions, and
-    every other shape class once on the 4-warp config with the most registers per thread (128x64x64)."""
+    two pipelined loops; 1x1 + downsample for the 1x1-only 8-warp configs; the stem for the flat-gather
+    table), fp32 with TF32 and exact dots, and every other shape class once on the 4-warp config with the
+    most registers per thread (128x64x64; exact fp32: its only config)."""
     jobs: list[Job] = []
     for config in CONFIGS_16BIT:
         for dtype in (torch.float16, torch.bfloat16):
@@ -218,11 +222,19 @@ def matrix() -> list[Job]:
         for dtype in (torch.float16, torch.bfloat16):
             jobs.append((config, dtype, CONV1X1_DOWNSAMPLE, "tf32"))
     for config in CONFIGS_FP32:
+        jobs.append((config, torch.float32, CONV3X3_S2_DOWNSAMPLE, "tf32"))
+    for config in CONFIGS_FP32_IEEE:
+        for shape in (CONV3X3_S2_DOWNSAMPLE, CONV1X1_DOWNSAMPLE, CONV3X3_INT64):
+            jobs.append((config, torch.float32, shape, "ieee"))
+    for config in CONFIGS_FLAT_16BIT:
+        for dtype in (torch.float16, torch.bfloat16):
+            jobs.append((config, dtype, STEM, "tf32"))
+    for config in CONFIGS_FLAT_FP32:
         for precision in ("tf32", "ieee"):
-            jobs.append((config, torch.float32, CONV3X3_S2_DOWNSAMPLE, precision))
+            jobs.append((config, torch.float32, STEM, precision))
     largest = CONFIGS_16BIT[2]
     for shape in SHAPE_CLASSES:
-        if shape is not CONV3X3_S2_DOWNSAMPLE:
+        if shape not in (CONV3X3_S2_DOWNSAMPLE, STEM):
             jobs.append((largest, torch.float16, shape, "tf32"))
     split = TileConfig(64, 64, 64, num_warps=4, num_stages=4, split_k=8)
     jobs.append((split, torch.float16, CONV3X3_S2_DOWNSAMPLE, "tf32"))

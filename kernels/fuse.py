@@ -28,7 +28,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.conv_bn_act import INPUT_PRECISIONS, pack_downsample_weight, pack_weight
+from kernels.conv_bn_act import INPUT_PRECISIONS, PlanCache, pack_downsample_weight, pack_weight, run_cached
 from kernels.fold import fold_bn, fold_into_weight
 
 _FP32_BUFFERS = ("scale", "shift", "shift_fused", "shift_ds", "scale_ds")
@@ -53,6 +53,7 @@ class FusedConvBnAct(nn.Module):
         self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
         self.relu = relu
         self.input_precision = input_precision
+        self._plans = PlanCache()  # eager CUDA launches by input shape (kernels.conv_bn_act.run_cached)
         self.register_buffer("weight", pack_weight(weight.detach()))
         self.register_buffer("scale", scale.detach().to(torch.float32).clone())
         self.register_buffer("shift", shift.detach().to(torch.float32).clone())
@@ -87,6 +88,7 @@ class FusedConvBnAct(nn.Module):
         for name in ("weight", "weight_ds"):  # packed layouts: a memory_format conversion must not stick
             if name in self._buffers:
                 self._buffers[name] = self._buffers[name].contiguous()
+        self._plans.clear()
         return self
 
     def output_size(self, x: torch.Tensor) -> tuple[int, int, int, int]:
@@ -96,9 +98,14 @@ class FusedConvBnAct(nn.Module):
         return (x.shape[0], self.out_channels, p, q)
 
     def _call(self, x, scale, shift, residual=None, x_ds=None, weight_ds=None, relu=None):
+        relu = self.relu if relu is None else relu
+        out = run_cached(self._plans, x, self.weight, scale, shift, residual, x_ds, weight_ds, self.stride,
+                         self.padding, self.dilation, max(self.stride_ds, 1), relu, self.input_precision)
+        if out is not None:  # eager CUDA: the cached launch (minimal host work per call)
+            return out
         return torch.ops.resbench.conv_bn_act(
             x, self.weight, scale, shift, residual, x_ds, weight_ds, list(self.stride), list(self.padding),
-            list(self.dilation), max(self.stride_ds, 1), self.relu if relu is None else relu, self.input_precision)
+            list(self.dilation), max(self.stride_ds, 1), relu, self.input_precision)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
                 downsample_input: torch.Tensor | None = None) -> torch.Tensor:
