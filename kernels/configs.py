@@ -85,6 +85,9 @@ class ConvProblem:
     relu: bool
     c_ds: int = 0  # input channels of a fused downsample branch (0: none)
     input_precision: str = "tf32"
+    groups: int = 1  # grouped convolution: C / groups input channels per output channel
+    prologue: bool = False  # per-input-channel scale/shift (a BN before the conv) applied while loading x
+    prologue_relu: bool = False  # ... followed by a ReLU
 
     @property
     def M(self) -> int:
@@ -96,7 +99,8 @@ class ConvProblem:
 
     @property
     def reduction(self) -> int:
-        return self.C * self.R * self.S + self.c_ds
+        """Terms summed into one output: (C / groups) * R * S, plus the downsample's C_ds."""
+        return self.C // self.groups * self.R * self.S + self.c_ds
 
     def key(self) -> str:
         """The tuning key: every kernel flag plus M bucketed to a power of two."""
@@ -105,7 +109,10 @@ class ConvProblem:
         return (f"M{m_bucket}_K{self.K}_C{self.C}_R{self.R}x{self.S}_s{self.stride[0]}x{self.stride[1]}"
                 f"_p{self.padding[0]}x{self.padding[1]}_d{self.dilation[0]}x{self.dilation[1]}_{dtype}"
                 f"_{self.input_precision if self.dtype == torch.float32 else 'mma'}"
-                f"_res{int(self.has_residual)}_relu{int(self.relu)}_ds{self.c_ds}")
+                f"_res{int(self.has_residual)}_relu{int(self.relu)}_ds{self.c_ds}"
+                # the second wave's flags, named only when set: keys of plain ResNet layers stay as they were
+                + (f"_g{self.groups}" if self.groups > 1 else "")
+                + (f"_pro{1 + int(self.prologue_relu)}" if self.prologue else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,14 +166,45 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def reduction_iterations(problem: ConvProblem, config: TileConfig) -> int:
-    """Trips of the main K loop (flattened (r, s, channel-block) or flat (r, s, c)) for one output tile."""
+    """Trips of the main K loop (flattened (r, s, channel-block) or flat (r, s, c)) for one output tile (for a
+    grouped convolution, the tile that spans the most groups)."""
     if resolve_flat_rsc(problem, config):
         return _cdiv(problem.C * problem.R * problem.S, config.block_k)
-    return problem.R * problem.S * _cdiv(problem.C, config.block_k)
+    return problem.R * problem.S * _cdiv(channel_window(problem, config), config.block_k)
+
+
+def channel_window(problem: ConvProblem, config: TileConfig) -> int:
+    """Input channels one output tile reads: all C, or for a grouped convolution those of the groups its
+    BLOCK_N output channels touch (the widest tile's; the kernel computes the same window per tile)."""
+    return max(hi - lo for lo, hi in tile_channel_windows(problem, config.block_n))
+
+
+def tile_channel_windows(problem: ConvProblem, block_n: int) -> list[tuple[int, int]]:
+    """[lo, hi) input channels read by each column of output tiles (all C unless grouped)."""
+    if problem.groups == 1:
+        return [(0, problem.C)]
+    k_per_group, c_per_group = problem.K // problem.groups, problem.C // problem.groups
+    return [(n0 // k_per_group * c_per_group, ((min(n0 + block_n, problem.K) - 1) // k_per_group + 1) * c_per_group)
+            for n0 in range(0, problem.K, block_n)]
+
+
+def aligned_windows(problem: ConvProblem, config: TileConfig) -> bool:
+    """A grouped convolution whose every tile starts its channel window at a multiple of 16 channels (ResNeXt:
+    at a multiple of BLOCK_N), which the kernel asserts to the compiler (tl.multiple_of)."""
+    return problem.groups > 1 and all(lo % 16 == 0 for lo, _ in tile_channel_windows(problem, config.block_n))
+
+
+def even_channels(problem: ConvProblem, config: TileConfig) -> bool:
+    """Every tile's channel window is a whole number of BLOCK_K blocks: the kernel drops its channel mask
+    (EVEN_C), which also lets the A tile be copied asynchronously (ResNeXt: windows of BLOCK_N channels)."""
+    return all((hi - lo) % config.block_k == 0 for lo, hi in tile_channel_windows(problem, config.block_n))
 
 
 def resolve_flat_rsc(problem: ConvProblem, config: TileConfig) -> bool:
-    """Flat (r, s, c) gathering when channel blocks would be mostly padding (C < BLOCK_K / 2: the stem)."""
+    """Flat (r, s, c) gathering when channel blocks would be mostly padding (C < BLOCK_K / 2: the stem); never
+    for a grouped convolution (the gather is not group-aware)."""
+    if problem.groups > 1:
+        return False
     if config.flat_rsc is not None:
         return config.flat_rsc
     return 2 * problem.C < config.block_k and problem.R * problem.S > 1

@@ -110,7 +110,8 @@ def warm(job: Job) -> tuple[str, float, str | None]:
     label = f"{launch.problem.key()} {config.label()}"
     start = time.perf_counter()
     try:
-        conv._conv_bn_act_kernel.warmup(dtype, dtype, torch.float32, torch.float32, dtype, dtype, dtype, out_dtype,
+        fp32 = torch.float32  # scale, shift, prologue scale, prologue shift
+        conv._conv_bn_act_kernel.warmup(dtype, dtype, fp32, fp32, fp32, fp32, dtype, dtype, dtype, out_dtype,
                                         *plan.sizes, grid=plan.grid, **plan.main_constexprs)
         if plan.split_k > 1:
             conv._split_k_epilogue_kernel.warmup(torch.float32, torch.float32, dtype, dtype, launch.problem.M,

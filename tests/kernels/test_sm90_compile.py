@@ -3,8 +3,9 @@ spills, shared memory within the 227 KB budget, the wgmma tensor-core path and o
 (notes/kernels.md §17). Compile-time evidence only: a miscompile is a GPU cross-check's job (test_gpu.py).
 
 One representative (the heaviest) shape class per config; every shape class once on the 4-warp config with
-the most registers (kernels/aot_check.py `matrix`). The ~33 compiles run in two worker processes (about 40 s
-on 2 cores). `scripts/check-sm90-triton36.sh` runs this file under Triton 3.6.0, the H200 image's version."""
+the most registers (kernels/aot_check.py `matrix`), and the prologue / grouped variants (DenseNet, pre-activation
+ResNet, ResNeXt) on every 4-warp 16-bit config. The 51 compiles run in two worker processes (about 75 s on 2
+cores). `scripts/check-sm90-triton36.sh` runs this file under Triton 3.6.0, the H200 image's version."""
 
 from __future__ import annotations
 
