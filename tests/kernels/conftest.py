@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from kernels.accuracy import one_rounding_error, relative_error
 from kernels.conv_bn_act import conv_bn_act_magnitude
@@ -173,3 +174,33 @@ def magnitude():
 def rel_l2():
     """`rel_l2(out, reference)`: ||out - ref|| / ||ref|| in fp64 (kernels.accuracy.relative_error)."""
     return relative_error
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+
+
+@torch.no_grad()
+def calibrate_(model: nn.Module, seed: int, channels: int = 3, size: int = 16) -> nn.Module:
+    """Seeded weights and calibrated, non-trivial BN statistics (as resbench.models.random_init does, at any
+    input shape, so small test images calibrate in milliseconds): gamma, beta drawn at random, running stats
+    from one train-mode pass. Returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * (2.0 / m.weight[0].numel()) ** 0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()(torch.randn(4, channels, size, size, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def calibrate():
+    """`calibrate(model, seed, channels=3, size=16)`: see calibrate_."""
+    return calibrate_

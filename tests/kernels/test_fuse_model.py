@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import FusedConvBnAct, fuse_model
+from kernels.fuse import ChannelAffine
 from resbench import parity
 from resbench.models import ModelSpec, build_model
 from resbench.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
@@ -21,25 +22,6 @@ IMAGE = 32  # the smallest image a ResNet accepts (total stride 32): keeps the i
 def _image(batch=1, size=IMAGE, channels=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, channels, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int, channels: int = 3, size: int = 16) -> nn.Module:
-    """Seeded weights and calibrated, non-trivial BN statistics (as resbench.models.random_init does, for
-    any input shape): gamma, beta drawn at random, running stats from one train-mode pass."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * (2.0 / m.weight[0].numel()) ** 0.5)
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()(torch.randn(4, channels, size, size, generator=generator))
-    return model.eval()
 
 
 def _batchnorms(model: nn.Module) -> list[str]:
@@ -119,8 +101,8 @@ class TinyResNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return randomize_(TinyResNet(), seed=1, size=12)
+def tiny(calibrate):
+    return calibrate(TinyResNet(), seed=1, size=12)
 
 
 @pytest.mark.parametrize("fuse_downsample", [True, False], ids=["downsample-fused", "downsample-own-launch"])
@@ -156,7 +138,8 @@ def test_cast_keeps_the_epilogue_in_fp32(tiny):
 
 class GenericCNN(nn.Module):
     """Not a ResNet: functional ReLUs, conv biases, 'same' padding, a grouped conv, a 1x1 + 1x1 residual
-    branch point, a broadcasting add, a conv called twice, and a ReLU6 that must stay unfused."""
+    branch point, a broadcasting add, a conv called twice, a ReLU6 that must stay unfused, and a BN after the
+    conv called twice (no conv to fuse into)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,21 +168,22 @@ class GenericCNN(nn.Module):
         return F.relu(g).flatten(1)
 
 
-def test_generic_fx_traceable_cnn():
-    model = randomize_(GenericCNN(), seed=2, size=9)
+def test_generic_fx_traceable_cnn(calibrate):
+    model = calibrate(GenericCNN(), seed=2, size=9)
     fused = fuse_model(model)
     assert isinstance(fused, torch.fx.GraphModule)
     modules = _fused(fused)
-    assert sorted(modules) == ["conv_a", "conv_gate", "pointwise", "stem"]
+    assert sorted(modules) == ["conv_a", "conv_gate", "depthwise", "pointwise", "stem"]
     assert modules["stem"].padding == (1, 1) and modules["stem"].relu and modules["conv_a"].relu
     assert modules["pointwise"].stride_ds == 1 and modules["pointwise"].relu  # project rides along (branch point)
     # its add broadcasts ([N, C, 1, 1] residual): matched, then computed in eager order at run time
     assert modules["conv_gate"].relu and not any(n.target is torch.add and len(n.users) == 0 for n in fused.graph.nodes)
-    # grouped conv: BN folded into its weight and bias, conv left to cuDNN, ReLU6 kept
-    assert isinstance(fused.depthwise, nn.Conv2d) and fused.depthwise.groups == 4 and fused.depthwise.bias is not None
+    # grouped conv on the kernel, its BN in the epilogue, the ReLU6 kept
+    assert modules["depthwise"].groups == 4 and not modules["depthwise"].relu
     assert any(n.target is F.relu6 for n in fused.graph.nodes)
-    # the conv called twice is left alone, with its BN
-    assert _batchnorms(fused) == ["bn_shared"] and isinstance(fused.shared, nn.Conv2d)
+    # the conv called twice is left alone; its BN (no conv to fuse into) becomes a per-channel affine
+    assert isinstance(fused.shared, nn.Conv2d) and _batchnorms(fused) == []
+    assert isinstance(fused.bn_shared, ChannelAffine) and not fused.bn_shared.relu
     _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float32, "fp32")
     _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float16, "fp16")
 
@@ -218,8 +202,8 @@ class ShapeMismatch(nn.Module):
         return torch.relu(self.bn(self.conv(x)) + self.side_bn(self.side(x)))
 
 
-def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ():
-    model = randomize_(ShapeMismatch(), seed=3, channels=8, size=3)
+def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ(calibrate):
+    model = calibrate(ShapeMismatch(), seed=3, channels=8, size=3)
     fused = fuse_model(model)
     assert _fused(fused)["conv"].stride_ds == 1  # matched as option B; shapes only known at run time
     x = _image(batch=2, size=3, channels=8)
@@ -239,21 +223,23 @@ class Untraceable(nn.Module):
         return self.block(-x)
 
 
-def test_untraceable_model_is_fused_child_by_child():
-    model = randomize_(Untraceable(), seed=4, channels=8, size=6)
+def test_untraceable_model_is_fused_child_by_child(calibrate):
+    model = calibrate(Untraceable(), seed=4, channels=8, size=6)
     fused = fuse_model(model)
     assert type(fused) is Untraceable and isinstance(fused.block, torch.fx.GraphModule)
     assert sorted(_fused(fused)) == ["block.conv1", "block.conv2"] and _batchnorms(fused) == []
     _assert_no_worse_than_eager(model, fused, _image(batch=1, size=6, channels=8), torch.float32, "fp32")
 
 
-def test_resnext_grouped_convs_take_the_folded_cudnn_path():
-    model = randomize_(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4), seed=5, size=IMAGE)
+def test_resnext_grouped_convs_run_on_the_kernel(calibrate):
+    model = calibrate(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4), seed=5, size=IMAGE)
     fused = fuse_model(model)
-    assert _batchnorms(fused) == []
-    grouped = [n for n, m in fused.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    assert grouped == [f"layer{i}.0.conv2" for i in (1, 2, 3, 4)]
-    assert len(_fused(fused)) == 1 + 4 * 2  # stem, conv1 and conv3 (+ downsample) of each block
+    assert _batchnorms(fused) == [] and not any(isinstance(m, nn.Conv2d) for m in fused.modules())
+    modules = _fused(fused)
+    assert len(modules) == 1 + 4 * 3  # stem, conv1..conv3 of each block (the downsample rides in conv3)
+    assert sorted(n for n, m in modules.items() if m.groups > 1) == [f"layer{i}.0.conv2" for i in (1, 2, 3, 4)]
+    # packed block-diagonal: 16 output channels (one 128-block) read all 16 input channels, 4 per group
+    assert modules["layer1.0.conv2"].groups == 4 and modules["layer1.0.conv2"].weight.shape == (3, 3, 16, 16)
     _assert_no_worse_than_eager(model, fused, _image(), torch.float32, "fp32")
 
 
