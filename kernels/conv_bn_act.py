@@ -20,8 +20,8 @@ its BLOCK_N output channels belong to, against a block-diagonal weight tile. The
 tile's weight rows are contiguous, as in the dense path (cp.async-pipelined on sm_90; gathering a compact
 [R, S, C/groups, K] weight per column instead compiled to no async copies and 254 registers). Costs: the tensor
 cores do BLOCK_N / (K / groups) times the grouped conv's multiply-adds (16x for ResNeXt-50's layer1 at
-BLOCK_N = 64, 2x for layer4), and the packed weight is up to 128 / (K / groups) times the compact one (4x for
-ResNeXt-50's layer4, 90 MB -> bf16 weights of ~3 MB for its 16 grouped convs become ~11 MB); depthwise
+BLOCK_N = 64, 2x for layer4), and the packed weight holds 128 / (K / groups) times the compact one's elements
+(capped at the dense size): ResNeXt-50's 16 grouped convs go from 2.8 MB to 17.4 MB in bf16. Depthwise
 convolutions waste most.
 
 Layout: activations NHWC (`torch.channels_last` with the logical NCHW shape); the weight packed once as
@@ -250,14 +250,7 @@ def _conv_bn_act_kernel(
             k_ok = kk < RSC
             a_mask = m_ok[:, None] & k_ok[None, :] & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             a = tl.load(X + ((n_idx[:, None] * H + h) * W + w) * C + c[None, :], mask=a_mask, other=0.0)
-            if HAS_PROLOGUE:
-                pro_scale = tl.load(PROLOGUE_SCALE + c, mask=k_ok, other=0.0)
-                pro_shift = tl.load(PROLOGUE_SHIFT + c, mask=k_ok, other=0.0)
-                a_pro = tl.fma(a.to(tl.float32), pro_scale[None, :], pro_shift[None, :])
-                if PROLOGUE_RELU:
-                    a_pro = tl.maximum(a_pro, 0.0, propagate_nan=tl.PropagateNan.ALL)
-                # the mask after the transform: padding is zero in the transformed tensor
-                a = tl.where(a_mask, a_pro, 0.0).to(X.dtype.element_ty)
+            channel, channel_ok = c, k_ok  # the input channel of each A column, for the prologue
             b = tl.load(WEIGHT + kk[:, None] * K + offs_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
                         other=0.0)
         else:
@@ -285,14 +278,7 @@ def _conv_bn_act_kernel(
                 a_mask = row_ok[:, None] & c_ok[None, :]
                 b_mask = c_ok[:, None] & n_ok[None, :]
             a = tl.load(X + row[:, None] + cc[None, :], mask=a_mask, other=0.0)
-            if HAS_PROLOGUE:
-                pro_scale = tl.load(PROLOGUE_SCALE + cc, mask=c_ok, other=0.0)
-                pro_shift = tl.load(PROLOGUE_SHIFT + cc, mask=c_ok, other=0.0)
-                a_pro = tl.fma(a.to(tl.float32), pro_scale[None, :], pro_shift[None, :])
-                if PROLOGUE_RELU:
-                    a_pro = tl.maximum(a_pro, 0.0, propagate_nan=tl.PropagateNan.ALL)
-                # the mask after the transform: padding is zero in the transformed tensor
-                a = tl.where(a_mask, a_pro, 0.0).to(X.dtype.element_ty)
+            channel, channel_ok = cc, c_ok
             if GROUPED:
                 # block-diagonal B, stored with its zeros: column n is non-zero on its group's channels only
                 b = tl.load(WEIGHT + ((r * S + s) * C_WINDOW + cc - pack_lo)[:, None] * K + offs_n[None, :],
@@ -300,6 +286,14 @@ def _conv_bn_act_kernel(
             else:
                 b = tl.load(WEIGHT + ((r * S + s) * C + cc)[:, None] * K + offs_n[None, :], mask=b_mask,
                             other=0.0)
+        if HAS_PROLOGUE:
+            pro_scale = tl.load(PROLOGUE_SCALE + channel, mask=channel_ok, other=0.0)
+            pro_shift = tl.load(PROLOGUE_SHIFT + channel, mask=channel_ok, other=0.0)
+            a_pro = tl.fma(a.to(tl.float32), pro_scale[None, :], pro_shift[None, :])
+            if PROLOGUE_RELU:
+                a_pro = tl.maximum(a_pro, 0.0, propagate_nan=tl.PropagateNan.ALL)
+            # the mask after the transform: padding (and every masked lane) is zero in the transformed tensor
+            a = tl.where(a_mask, a_pro, 0.0).to(X.dtype.element_ty)
         if WIDEN_DOT:
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         else:

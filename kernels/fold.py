@@ -7,8 +7,10 @@ Computed in fp64 from the fp32 (or fp64) BN buffers and rounded once to fp32, so
 number nearest to the exact value. Folding from fp16/bf16 buffers is refused: `1 + 1e-5 == 1` in fp16 and a
 cast model has already lost the statistics (notes/kernels.md §12: fold first, then cast). The conv weight is
 returned unchanged (scale stays in the fp32 epilogue, so 16-bit weights stay bit-identical to the checkpoint);
-`fold_into_weight` multiplies it in for paths that have no epilogue (grouped convolutions, the fused
+`fold_into_weight` multiplies it in for paths that have no epilogue (convs left to cuDNN, the fused
 downsample branch). Same math as torch.nn.utils.fusion.fuse_conv_bn_weights, without its low-precision trap.
+`bn_affine` gives the same scale and shift for a BN no conv precedes (the kernel's prologue, or a lone BN);
+`conv_affine` the identity epilogue (scale 1, shift = bias) of a conv with no BN after it.
 """
 
 from __future__ import annotations

@@ -327,6 +327,13 @@ def _erase(graph: fx.Graph, *nodes: fx.Node) -> None:
         graph.erase_node(node)
 
 
+def _absorb(graph: fx.Graph, node: fx.Node, relu: fx.Node | None) -> None:
+    """`node`'s module now applies the ReLU that followed it: route the ReLU's users to `node`, drop the ReLU."""
+    if relu is not None:
+        relu.replace_all_uses_with(node)
+        _erase(graph, relu)
+
+
 def _main_and_downsample(g: _Graph, chains: list[fx.Node], fuse_downsample: bool) -> tuple[fx.Node, fx.Node | None]:
     """Which add operand runs as the kernel's main branch, and which (if any) rides along as option B."""
     if len(chains) == 1:
@@ -451,11 +458,9 @@ def _fuse_lone_convs(g: _Graph, input_precision: str) -> int:
         if conv is None:
             continue
         relu = g.single_relu_user(conv_node)
-        module = FusedConvBnAct.from_conv_bn(conv, None, relu=relu is not None, input_precision=input_precision)
-        _set_module(g.gm, conv_node.target, module)
-        if relu is not None:
-            relu.replace_all_uses_with(conv_node)
-            _erase(graph, relu)
+        _set_module(g.gm, conv_node.target,
+                    FusedConvBnAct.from_conv_bn(conv, None, relu=relu is not None, input_precision=input_precision))
+        _absorb(graph, conv_node, relu)
         fused += 1
     return fused
 
@@ -468,9 +473,7 @@ def _replace_lone_batchnorms(g: _Graph) -> int:
             continue
         relu = g.single_relu_user(bn_node)
         _set_module(g.gm, bn_node.target, ChannelAffine(*bn_affine(bn), relu=relu is not None))
-        if relu is not None:
-            relu.replace_all_uses_with(bn_node)
-            _erase(graph, relu)
+        _absorb(graph, bn_node, relu)
         replaced += 1
     return replaced
 

@@ -22,6 +22,8 @@ H200 image; verified here with 3.6.0 + numpy 2.4.6) the interpreter tests are sk
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -204,3 +206,27 @@ def calibrate_(model: nn.Module, seed: int, channels: int = 3, size: int = 16) -
 def calibrate():
     """`calibrate(model, seed, channels=3, size=16)`: see calibrate_."""
     return calibrate_
+
+
+@torch.no_grad()
+def assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tensor, dtype: torch.dtype,
+                               dtype_name: str):
+    """The parity contract of resbench/parity.py for a fused model: its error against the fp64 model is at
+    most k x eager's in the same dtype (or under the dtype's floor). Returns the verdict."""
+    from resbench import parity
+
+    reference = copy.deepcopy(model).double()(x.double())
+    eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
+    out = copy.deepcopy(fused).to(dtype)(x.to(dtype))
+    assert out.dtype == dtype and out.shape == reference.shape
+    reference, eager, out = (t.flatten(1) for t in (reference, eager, out))  # metrics take [n, features]
+    eager_error = parity.error_metrics(eager, reference).rel_l2
+    verdict = parity.verdict(parity.error_metrics(out, reference), dtype_name, eager_error, is_eager=False)
+    assert verdict.passed, f"{dtype_name}: {verdict.rule} (fused rel-L2 {verdict.rel_l2:.3g}, eager {eager_error:.3g})"
+    return verdict
+
+
+@pytest.fixture(scope="session")
+def no_worse_than_eager():
+    """`no_worse_than_eager(model, fused, x, dtype, dtype_name)`: see assert_no_worse_than_eager."""
+    return assert_no_worse_than_eager

@@ -5,15 +5,12 @@ Each fused model is judged by the parity contract against eager at a small image
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
 
 from kernels import FusedConvBnAct, fuse_model
 from kernels.fuse import ChannelAffine
-from resbench import parity
 from resbench.models import ModelSpec, construct
 from resbench.models.densenet import DenseNet
 
@@ -31,19 +28,6 @@ def _kinds(model: nn.Module, kind: type) -> list[str]:
 def _image(batch: int = 1, size: int = IMAGE, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
-
-
-@torch.no_grad()
-def _assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tensor, dtype: torch.dtype,
-                                dtype_name: str):
-    reference = copy.deepcopy(model).double()(x.double())
-    eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
-    out = copy.deepcopy(fused).to(dtype)(x.to(dtype))
-    assert out.dtype == dtype and out.shape == reference.shape
-    eager_error = parity.error_metrics(eager, reference).rel_l2
-    verdict = parity.verdict(parity.error_metrics(out, reference), dtype_name, eager_error, is_eager=False)
-    assert verdict.passed, f"{dtype_name}: {verdict.rule} (fused rel-L2 {verdict.rel_l2:.3g}, eager {eager_error:.3g})"
-    return verdict
 
 
 def _model(name: str, calibrate) -> nn.Module:
@@ -103,15 +87,15 @@ def test_densenet_prologue_reads_the_concatenation():
     ("googlenet", torch.float16, "fp16"),
     ("vgg16_bn", torch.float32, "fp32"),
 ])
-def test_fused_family_no_worse_than_eager(name, dtype, dtype_name, calibrate):
+def test_fused_family_no_worse_than_eager(name, dtype, dtype_name, calibrate, no_worse_than_eager):
     model = _model(name, calibrate)
-    _assert_no_worse_than_eager(model, fuse_model(model), _image(), dtype, dtype_name)
+    no_worse_than_eager(model, fuse_model(model), _image(), dtype, dtype_name)
 
 
-def test_small_densenet_bf16_and_fp16(calibrate):
+def test_small_densenet_bf16_and_fp16(calibrate, no_worse_than_eager):
     """A DenseNet-BC small enough for two 16-bit dtypes: prologue, epilogue and concatenations in 16 bits."""
     model = calibrate(DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, num_classes=10),
                       seed=1, size=IMAGE)
     fused = fuse_model(model)
     for dtype, name in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-        _assert_no_worse_than_eager(model, fused, _image(batch=2, seed=1), dtype, name)
+        no_worse_than_eager(model, fused, _image(batch=2, seed=1), dtype, name)

@@ -3,8 +3,6 @@ parity contract of resbench/parity.py (no worse than eager in the same dtype, ag
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,6 @@ from torch import nn
 
 from kernels import FusedConvBnAct, fuse_model
 from kernels.fuse import ChannelAffine
-from resbench import parity
 from resbench.models import ModelSpec, build_model
 from resbench.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 
@@ -30,20 +27,6 @@ def _batchnorms(model: nn.Module) -> list[str]:
 
 def _fused(model: nn.Module) -> dict[str, FusedConvBnAct]:
     return {name: m for name, m in model.named_modules() if isinstance(m, FusedConvBnAct)}
-
-
-@torch.no_grad()
-def _assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tensor, dtype: torch.dtype,
-                                dtype_name: str):
-    reference = copy.deepcopy(model).double()(x.double())
-    eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
-    out = copy.deepcopy(fused).to(dtype)(x.to(dtype))
-    assert out.dtype == dtype and out.shape == reference.shape
-    reference, eager, out = (t.flatten(1) for t in (reference, eager, out))  # metrics take [n, features]
-    eager_error = parity.error_metrics(eager, reference).rel_l2
-    verdict = parity.verdict(parity.error_metrics(out, reference), dtype_name, eager_error, is_eager=False)
-    assert verdict.passed, f"{dtype_name}: {verdict.rule} (fused rel-L2 {verdict.rel_l2:.3g}, eager {eager_error:.3g})"
-    return verdict
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +52,18 @@ def test_resnet18_structure_and_original_untouched(resnet18):
 
 
 @pytest.mark.parametrize("dtype, name", [(torch.float32, "fp32"), (torch.float16, "fp16")])
-def test_resnet18_no_worse_than_eager(resnet18, dtype, name):
-    verdict = _assert_no_worse_than_eager(resnet18, fuse_model(resnet18), _image(), dtype, name)
+def test_resnet18_no_worse_than_eager(resnet18, dtype, name, no_worse_than_eager):
+    verdict = no_worse_than_eager(resnet18, fuse_model(resnet18), _image(), dtype, name)
     assert verdict.top1_agree == 1.0
 
 
-def test_resnet50_fp16_no_worse_than_eager():
+def test_resnet50_fp16_no_worse_than_eager(no_worse_than_eager):
     model = build_model(ModelSpec("resnet50")).to(memory_format=torch.channels_last)
     fused = fuse_model(model)
     modules = _fused(fused)
     assert _batchnorms(fused) == [] and len(modules) == 1 + 16 * 3
     assert sorted(n for n, m in modules.items() if m.stride_ds) == [f"layer{i}.0.conv3" for i in (1, 2, 3, 4)]
-    _assert_no_worse_than_eager(model, fused, _image(), torch.float16, "fp16")
+    no_worse_than_eager(model, fused, _image(), torch.float16, "fp16")
 
 
 class TinyResNet(nn.Module):
@@ -106,7 +89,7 @@ def tiny(calibrate):
 
 
 @pytest.mark.parametrize("fuse_downsample", [True, False], ids=["downsample-fused", "downsample-own-launch"])
-def test_downsample_fused_or_separate(tiny, fuse_downsample):
+def test_downsample_fused_or_separate(tiny, fuse_downsample, no_worse_than_eager):
     fused = fuse_model(tiny, fuse_downsample=fuse_downsample)
     modules = _fused(fused)
     assert _batchnorms(fused) == []
@@ -117,11 +100,11 @@ def test_downsample_fused_or_separate(tiny, fuse_downsample):
     else:
         assert "block.downsample.0" in modules and modules["block.downsample.0"].relu is False
         assert not any(m.stride_ds for m in modules.values())
-    _assert_no_worse_than_eager(tiny, fused, _image(batch=2, size=12), torch.float32, "fp32")
+    no_worse_than_eager(tiny, fused, _image(batch=2, size=12), torch.float32, "fp32")
 
 
-def test_bf16_through_the_widening_path(tiny):
-    _assert_no_worse_than_eager(tiny, fuse_model(tiny), _image(batch=2, size=12), torch.bfloat16, "bf16")
+def test_bf16_through_the_widening_path(tiny, no_worse_than_eager):
+    no_worse_than_eager(tiny, fuse_model(tiny), _image(batch=2, size=12), torch.bfloat16, "bf16")
 
 
 def test_cast_keeps_the_epilogue_in_fp32(tiny):
@@ -168,7 +151,7 @@ class GenericCNN(nn.Module):
         return F.relu(g).flatten(1)
 
 
-def test_generic_fx_traceable_cnn(calibrate):
+def test_generic_fx_traceable_cnn(calibrate, no_worse_than_eager):
     model = calibrate(GenericCNN(), seed=2, size=9)
     fused = fuse_model(model)
     assert isinstance(fused, torch.fx.GraphModule)
@@ -184,8 +167,8 @@ def test_generic_fx_traceable_cnn(calibrate):
     # the conv called twice is left alone; its BN (no conv to fuse into) becomes a per-channel affine
     assert isinstance(fused.shared, nn.Conv2d) and _batchnorms(fused) == []
     assert isinstance(fused.bn_shared, ChannelAffine) and not fused.bn_shared.relu
-    _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float32, "fp32")
-    _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float16, "fp16")
+    no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float32, "fp32")
+    no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float16, "fp16")
 
 
 class ShapeMismatch(nn.Module):
@@ -202,14 +185,14 @@ class ShapeMismatch(nn.Module):
         return torch.relu(self.bn(self.conv(x)) + self.side_bn(self.side(x)))
 
 
-def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ(calibrate):
+def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ(calibrate, no_worse_than_eager):
     model = calibrate(ShapeMismatch(), seed=3, channels=8, size=3)
     fused = fuse_model(model)
     assert _fused(fused)["conv"].stride_ds == 1  # matched as option B; shapes only known at run time
     x = _image(batch=2, size=3, channels=8)
     with torch.no_grad():
         assert fused(x).shape == model(x).shape == (2, 8, 3, 3)
-    _assert_no_worse_than_eager(model, fused, x, torch.float32, "fp32")
+    no_worse_than_eager(model, fused, x, torch.float32, "fp32")
 
 
 class Untraceable(nn.Module):
@@ -223,15 +206,15 @@ class Untraceable(nn.Module):
         return self.block(-x)
 
 
-def test_untraceable_model_is_fused_child_by_child(calibrate):
+def test_untraceable_model_is_fused_child_by_child(calibrate, no_worse_than_eager):
     model = calibrate(Untraceable(), seed=4, channels=8, size=6)
     fused = fuse_model(model)
     assert type(fused) is Untraceable and isinstance(fused.block, torch.fx.GraphModule)
     assert sorted(_fused(fused)) == ["block.conv1", "block.conv2"] and _batchnorms(fused) == []
-    _assert_no_worse_than_eager(model, fused, _image(batch=1, size=6, channels=8), torch.float32, "fp32")
+    no_worse_than_eager(model, fused, _image(batch=1, size=6, channels=8), torch.float32, "fp32")
 
 
-def test_resnext_grouped_convs_run_on_the_kernel(calibrate):
+def test_resnext_grouped_convs_run_on_the_kernel(calibrate, no_worse_than_eager):
     model = calibrate(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4), seed=5, size=IMAGE)
     fused = fuse_model(model)
     assert _batchnorms(fused) == [] and not any(isinstance(m, nn.Conv2d) for m in fused.modules())
@@ -240,7 +223,7 @@ def test_resnext_grouped_convs_run_on_the_kernel(calibrate):
     assert sorted(n for n, m in modules.items() if m.groups > 1) == [f"layer{i}.0.conv2" for i in (1, 2, 3, 4)]
     # packed block-diagonal: 16 output channels (one 128-block) read all 16 input channels, 4 per group
     assert modules["layer1.0.conv2"].groups == 4 and modules["layer1.0.conv2"].weight.shape == (3, 3, 16, 16)
-    _assert_no_worse_than_eager(model, fused, _image(), torch.float32, "fp32")
+    no_worse_than_eager(model, fused, _image(), torch.float32, "fp32")
 
 
 @pytest.mark.parametrize(
