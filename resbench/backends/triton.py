@@ -1,6 +1,7 @@
 """resbench's own fused Triton kernels (`kernels/`): every conv -> BatchNorm (-> residual add) -> ReLU chain of
-the model runs as one launch of `resbench::conv_bn_act`; the ResNet downsample branch rides in the block's
-last kernel. Pooling and the classifier stay eager.
+the model runs as one launch of `resbench::conv_bn_act`, a BN-ReLU in front of a conv (pre-activation ResNets,
+DenseNet) as that launch's prologue, grouped convs (ResNeXt) too; the ResNet downsample branch rides in the
+block's last kernel. Pooling and the classifier stay eager.
 
 `prepare` (all inside `prepare_s`): fold BN in fp32 from the fp32 copy (`kernels.fuse_model`, which also packs
 the weights), cast to the run dtype (the epilogue's scale and shift stay fp32), one forward inside
@@ -40,7 +41,8 @@ def input_precision(dtype: str) -> str:
 @register
 class TritonBackend(Backend):
     name = "triton"
-    description = "resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch"
+    description = ("resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch "
+                   "(+ a BN-ReLU prologue, grouped convs)")
     Options = TritonOptions
 
     def available(self, device: torch.device) -> tuple[bool, str]:
@@ -97,6 +99,8 @@ class TritonBackend(Backend):
         captured = wants_graph(options.cuda_graphs, example.device)
         self._artifacts = {"fused_convs": len(modules),
                            "fused_downsamples": sum(1 for m in modules if m.stride_ds),
+                           "fused_prologues": sum(1 for m in modules if m.has_prologue),
+                           "grouped_convs": sum(1 for m in modules if m.groups > 1),
                            "batchnorms_left": batchnorms_left, "autotune_s": round(tune_s, 3),
                            "cuda_graph": captured, **tuned}
         return maybe_capture(forward, example, options.cuda_graphs) if captured else forward

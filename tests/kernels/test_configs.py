@@ -8,6 +8,8 @@ import torch
 from kernels import configs
 from kernels.configs import ConvProblem, TileConfig
 
+USES_INTERPRETER = False  # tests/kernels/conftest.py: no kernel runs on CPU here
+
 
 def _problem(N=1, C=512, HW=7, K=512, R=3, stride=1, dtype=torch.float16, residual=False) -> ConvProblem:
     pad = R // 2
