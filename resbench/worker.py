@@ -13,7 +13,9 @@ stderr go to the parent, which passes them on and keeps the tail for crash reaso
 
 A worker never outlives its parent: stdin stays open for the whole group and its end (the parent exited,
 or was killed) ends the worker; on Linux PR_SET_PDEATHSIG does the same even if Python is stuck in C.
-RESBENCH_WORKER_MEMORY_MB caps the worker's address space (RLIMIT_AS) before torch is imported."""
+RESBENCH_WORKER_MEMORY_MB caps the worker's memory before torch is imported: its address space (RLIMIT_AS) on
+CPU; its data segment (RLIMIT_DATA) when a case runs on CUDA, whose driver reserves far more address space
+than any cap at initialisation (see `_cap_memory`)."""
 
 from __future__ import annotations
 
@@ -47,14 +49,20 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch_stdin, name="resbench-parent-watch", daemon=True).start()
 
 
-def _cap_memory() -> None:
+def _cap_memory(on_cuda: bool) -> None:
+    """RESBENCH_WORKER_MEMORY_MB as an rlimit. Under CUDA not RLIMIT_AS: the driver reserves virtual address
+    space for unified addressing (on the order of the host's and the GPUs' memory together, none of it resident)
+    when it initialises, so any useful address-space cap makes CUDA initialisation fail (notes/gpu-audit.md,
+    item 9). RLIMIT_DATA (Linux >= 4.7: heap plus private writable mappings) still stops a runaway host
+    allocation; read-only and PROT_NONE reservations and the device's shared mappings are not counted."""
     value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
     if value:
         import resource
 
+        limit = resource.RLIMIT_DATA if on_cuda else resource.RLIMIT_AS
         cap = int(value) << 20
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+        _, hard = resource.getrlimit(limit)
+        resource.setrlimit(limit, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         except (BrokenPipeError, OSError):
             os._exit(EXIT_PARENT_GONE)
 
-    _cap_memory()
     request = json.loads(sys.stdin.readline() or "null")
     if not isinstance(request, dict):
         os._exit(EXIT_PARENT_GONE)  # the parent went away before sending the cases
+    _cap_memory(any(case.get("device") == "cuda" for case in request["cases"]))
     _die_with_parent()
     for entry in request["sys_path"]:  # python:module:callable models import in the worker as in the parent
         if entry not in sys.path:
