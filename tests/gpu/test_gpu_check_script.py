@@ -48,6 +48,8 @@ def test_results_come_back_in_few_files(dry_run):
         assert rows[label].status == "skipped" and rows[label].reason, label  # CUDA-only on CPU, with the reason
     layers = json.loads((out / "layer-bench.json").read_text())["rows"]
     assert len(layers) == 3 and all(row["fused_check"] == "ok" for row in layers)
+    # the baseline's one epilogue kernel computes the same function (a wrong one is off by O(1))
+    assert all(row["baseline_rel_l2"] < 1e-2 for row in layers), layers
 
 
 @pytest.mark.parametrize("script", ["scripts/gpu-check.sh", "scripts/gpu-check-2.sh"])
