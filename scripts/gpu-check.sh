@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first GPU session as one prepared command (about 6 minutes on an H200; see the estimate below).
+# The first GPU session as one prepared command (about 5 minutes on an H200; see the estimate below).
 #
 #   scripts/gpu-check.sh            on a GPU machine, from anywhere (results in $OUT, default ./gpu-check-out)
 #   scripts/gpu-check.sh --dry-run  every step on this machine's CPU at toy sizes (a CPU test runs this)
@@ -19,8 +19,9 @@
 #
 # Estimated device time on an H200 (16 cores; ~1 s per cold kernel compile, 14 compile workers):
 #   wheels + env 15 s | prewarm 135 kernels ~25 s | a ~95 s (its own ~100-kernel prewarm ~15 s, torch.compile
-#   of one block ~30 s) | b ~35 s | c ~140 s (3 workers; triton tuning: 554 + 255 + 247 candidates timed,
-#   ~25 + 12 + 15 s) | d ~30 s (23 layers)  =>  ~340 s, limits sum past the budget, which caps them.
+#   of one block ~30 s) | b ~35 s | c ~100 s (3 workers; triton tuning of 24 problems: 249 + 124 + 120
+#   candidates timed, ~11 + 6 + 7 s) | d ~30 s (23 layers)  =>  ~300 s; the limits sum past the budget,
+#   which caps them (docs/kernels.md, "The first GPU session").
 source "$(dirname "$0")/gpu-check-lib.sh"
 
 step wheels 60 install_wheels
