@@ -482,10 +482,14 @@ def conv_bn_act_packed(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
     if _should_tune(problem, x):
         reference, magnitude = _tuning_reference(x, weight, scale, shift, residual, x_ds, weight_ds, stride_hw,
                                                  padding_hw, dilation_hw, stride_ds, relu)
-        config = tune(problem, x.device,
-                      lambda candidate, out: LaunchPlan(problem, candidate, stride_ds, h_ds, w_ds, False).run(
-                          x, weight, scale, shift, residual, x_ds, weight_ds, out),
-                      reference, magnitude, y)
+        plans: dict[TileConfig, LaunchPlan] = {}  # one plan per candidate: do_bench times launches, not setup
+
+        def launch(candidate: TileConfig, out: torch.Tensor) -> None:
+            if candidate not in plans:
+                plans[candidate] = LaunchPlan(problem, candidate, stride_ds, h_ds, w_ds, False)
+            plans[candidate].run(x, weight, scale, shift, residual, x_ds, weight_ds, out)
+
+        config = tune(problem, x.device, launch, reference, magnitude, y)
     LaunchPlan(problem, config, stride_ds, h_ds, w_ds, interpreting).run(x, weight, scale, shift, residual, x_ds,
                                                                          weight_ds, y)
     return y
