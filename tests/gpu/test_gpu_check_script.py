@@ -25,7 +25,7 @@ def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     env = {**os.environ, "OUT": str(out), "PYTHON": os.environ.get("PYTHON", "python")}
     env.pop("TRITON_INTERPRET", None)
     result = subprocess.run(["bash", "scripts/gpu-check.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=1800)
     return result, out
 
 
