@@ -8,7 +8,8 @@ divisible by 16), otherwise the check under-reports pipelining (notes/kernels.md
 This is compile-time evidence, not a runtime measurement: it catches configs that spill, overflow shared
 memory, miss the wgmma path or lose software pipelining; it cannot catch a miscompile (GPU cross-check).
 
-`python -m kernels.aot_check` prints the table quoted in docs/kernels.md.
+`python -m kernels.aot_check` prints the table quoted in docs/kernels.md; `--all` compiles every config
+of every table on every shape class (exit 1 if any spills).
 """
 
 from __future__ import annotations
@@ -266,18 +267,48 @@ def matrix() -> list[Job]:
     return jobs
 
 
+def full_matrix() -> list[Job]:
+    """Every config of every table x every shape class x its dtypes (fp32 in both precisions): ~90 compiles,
+    `python -m kernels.aot_check --all` (run it for a new Triton; the CI test compiles `matrix()`)."""
+    jobs: list[Job] = []
+    for shape in SHAPE_CLASSES:
+        flat = shape.flat_rsc
+        for config in (CONFIGS_FLAT_16BIT if flat else CONFIGS_16BIT + (CONFIGS_16BIT_1X1_8WARPS if shape.is_1x1
+                                                                      else ())):
+            jobs += [(config, dtype, shape, "tf32") for dtype in (torch.float16, torch.bfloat16)]
+        jobs += [(config, torch.float32, shape, "tf32") for config in (CONFIGS_FLAT_FP32 if flat else CONFIGS_FP32)]
+        jobs += [(config, torch.float32, shape, "ieee") for config in (CONFIGS_FLAT_FP32 if flat
+                                                                      else CONFIGS_FP32_IEEE)]
+    return jobs
+
+
 def run_job(job: Job) -> CompileReport:
     config, dtype, shape, precision = job
     return compile_conv(config, dtype, shape, precision)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m kernels.aot_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="every config x every shape class (~90 compiles)")
+    args = parser.parse_args(argv)
+    import triton
+
+    print(f"Triton {triton.__version__}, sm_90")
     print("| kernel | config | dtype | shape class | REG | spill B | SMEM | wgmma | loops | async copies |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for job in matrix():
-        print(run_job(job).row(), flush=True)
+    spilled = 0
+    for job in full_matrix() if args.all else matrix():
+        report = run_job(job)
+        spilled += bool(report.spill_bytes)
+        print(report.row(), flush=True)
     print(compile_split_k_epilogue(torch.float16).row())
+    if spilled:
+        print(f"{spilled} configs spill", file=sys.stderr)
+    return 1 if spilled else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

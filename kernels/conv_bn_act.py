@@ -641,10 +641,14 @@ def conv_bn_act_packed(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tenso
         reference, magnitude = _tuning_reference(x, weight, scale, shift, residual, x_ds, weight_ds, stride_hw,
                                                  padding_hw, dilation_hw, stride_ds, relu, prologue_scale,
                                                  prologue_shift, problem.prologue_relu, groups)
-        config = tune(problem, x.device,
-                      lambda candidate, out: LaunchPlan(problem, candidate, stride_ds, h_ds, w_ds, False).run(
-                          x, weight, scale, shift, residual, x_ds, weight_ds, out, prologue),
-                      reference, magnitude, y)
+        plans: dict[TileConfig, LaunchPlan] = {}  # one plan per candidate: do_bench times launches, not setup
+
+        def launch(candidate: TileConfig, out: torch.Tensor) -> None:
+            if candidate not in plans:
+                plans[candidate] = LaunchPlan(problem, candidate, stride_ds, h_ds, w_ds, False)
+            plans[candidate].run(x, weight, scale, shift, residual, x_ds, weight_ds, out, prologue)
+
+        config = tune(problem, x.device, launch, reference, magnitude, y)
     LaunchPlan(problem, config, stride_ds, h_ds, w_ds, interpreting).run(x, weight, scale, shift, residual, x_ds,
                                                                          weight_ds, y, prologue)
     return y

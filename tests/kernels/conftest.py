@@ -28,7 +28,7 @@ import pytest
 import torch
 from torch import nn
 
-from kernels.accuracy import one_rounding_error, relative_error
+from kernels.accuracy import one_rounding_error
 from kernels.conv_bn_act import conv_bn_act_magnitude
 
 INTERPRETER_FLOOR = (3, 7)
@@ -170,12 +170,6 @@ def magnitude():
     """`magnitude(x, weight, scale, shift, **geometry)`: sum |terms| per output, fp64
     (kernels.conv_bn_act.conv_bn_act_magnitude)."""
     return conv_bn_act_magnitude
-
-
-@pytest.fixture
-def rel_l2():
-    """`rel_l2(out, reference)`: ||out - ref|| / ||ref|| in fp64 (kernels.accuracy.relative_error)."""
-    return relative_error
 
 
 # ---------------------------------------------------------------------------------------------------------

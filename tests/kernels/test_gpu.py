@@ -23,6 +23,7 @@ from kernels import autotuning, conv_bn_act, conv_bn_act_ref, fuse_model
 from kernels.accuracy import REL_L2_CEILING, format_name, relative_error, ulp
 from kernels.configs import ConvProblem, candidate_configs, forced_config
 from kernels.conv_bn_act import LaunchShape, conv_bn_act_magnitude
+from kernels.layer_bench import table_launch
 from resbench import parity
 from resbench.models import ModelSpec, build_model
 from resbench.models.layers import RESNET50_LAYERS, ConvLayer
@@ -36,11 +37,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
 
 
 def _problem(layer: ConvLayer, batch: int, dtype: torch.dtype) -> ConvProblem:
-    P = (layer.size + 2 * layer.padding - layer.kernel) // layer.stride + 1
-    return ConvProblem(N=batch, C=layer.channels, H=layer.size, W=layer.size, K=layer.out_channels, R=layer.kernel,
-                       S=layer.kernel, P=P, Q=P, stride=(layer.stride, layer.stride),
-                       padding=(layer.padding, layer.padding), dilation=(1, 1), dtype=dtype,
-                       has_residual=layer.residual, relu=True)
+    return table_launch(layer, batch, dtype).problem
 
 
 def _sm_count() -> int:

@@ -38,7 +38,7 @@ def test_unavailable_on_cpu_with_the_reason():
 
 
 def test_options():
-    assert TritonOptions().cuda_graphs is False and TritonOptions().fuse_downsample is True
+    assert TritonOptions().cuda_graphs == "auto" and TritonOptions().fuse_downsample is True  # graphs on CUDA
     assert TritonOptions(cuda_graphs="auto").cuda_graphs == "auto"
     with pytest.raises(ValidationError, match="cuda_graphs"):
         TritonOptions.model_validate({"cuda_graphs": "always"})
