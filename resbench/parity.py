@@ -14,10 +14,11 @@ top-1 (`min_top1_agree`), top-5 (`min_top5_overlap`) and cosine (`min_cosine`): 
 ResNet keeps (published ResNet-50 int8 top-1 drops are 0.2-0.45 points). Or, second clause, when their
 rel-L2 is at most `max_err_ratio` x the error of the *int8 yardstick*: the same model in fp64 with only
 its weights rounded to int8 per output channel, the error no per-channel int8 model can avoid. Why two
-clauses: seeded random weights make deep ResNets amplify rounding (fp32's error on ResNet-50 is 350x the
-unit roundoff; its weights rounded to int8 alone give cosine 0.989 at 224 px, 0.953 at 64 px), so the
-absolute thresholds alone would fail every correct int8 ResNet-50 without a checkpoint, while a broken
-quantization (calibrated on unnormalised pixels) is 5-27x the yardstick on ResNet-18/50."""
+clauses: seeded random weights make deep ResNets amplify rounding (fp32's error on ResNet-50 at 128 px is
+350x the unit roundoff; its weights rounded to int8 alone give cosine 0.989 at 224 px, 0.953 at 64 px), so
+the absolute thresholds alone would fail every correct int8 ResNet-50 without a checkpoint, while a broken
+quantization (calibrated on [0, 1] pixels, no normalisation) is 2.4-27x the yardstick on ResNet-18/50
+(docs/parity.md has the table)."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ THRESHOLDS: dict[str, Threshold] = {
     "fp16": Threshold(max_err_ratio=3.0, rel_l2_floor=1e-3, eager_min_cosine=0.995),
     "bf16": Threshold(max_err_ratio=3.0, rel_l2_floor=8e-3, eager_min_cosine=0.99),
     # int8: correct MinMax QDQ on random-weight ResNet-18 (32-224 px): top-1 13-16/16, top-5 >= 0.91, cosine
-    # >= 0.998, 1.6-1.7x the yardstick; calibrated on unnormalised pixels: top-1 0-11/16, cosine <= 0.86,
-    # 14-27x. ResNet-50 (correct): 1.2-1.3x the yardstick; unnormalised calibration 2.4-5.6x.
+    # >= 0.998, 1.6-1.7x the yardstick; calibrated on [0, 1] pixels: top-1 0-11/16, cosine <= 0.86, 14-27x.
+    # ResNet-50 (correct): 1.2-1.3x the yardstick; calibrated on [0, 1] pixels 2.4-5.6x.
     "int8": Threshold(max_err_ratio=2.0, rel_l2_floor=None, eager_min_cosine=None,
                       min_top1_agree=0.75, min_top5_overlap=0.8, min_cosine=0.99),
 }

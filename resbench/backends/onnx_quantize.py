@@ -17,13 +17,10 @@ atomically; rerunning the same case replaces it with an identical one. Its path 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +30,7 @@ import torch
 from resbench import calibration
 from resbench.backends.base import PrepareError
 from resbench.backends.cache_dir import cache_dir, slug
+from resbench.backends.logs import quiet
 from resbench.backends.onnx_export import OnnxExport, first_line
 
 METHODS: dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -113,7 +111,9 @@ def quantize_onnx(fp32_path: Path, out_path: Path, images: torch.Tensor, input_n
     staged = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="resbench-int8-") as tmp, _quiet_quantizer():
+        # ORT's quantizer logs INFO/WARNING lines through the root logger (e.g. a pre-processing hint even
+        # for pre-processed models): noise inside a progress display
+        with tempfile.TemporaryDirectory(prefix="resbench-int8-") as tmp, quiet(""):
             prepared = Path(tmp) / "preprocessed.onnx"
             # symbolic shape inference is for symbolic dims inside the graph (transformers); ONNX's own
             # shape inference covers a CNN with a dynamic batch axis
@@ -135,19 +135,6 @@ def quantize_onnx(fp32_path: Path, out_path: Path, images: torch.Tensor, input_n
     return QuantizedOnnx(path=out_path, quantize_s=quantize_s, onnx_bytes=out_path.stat().st_size,
                          quantize_linear=ops.count("QuantizeLinear"), dequantize_linear=ops.count("DequantizeLinear"),
                          method=method, samples=int(images.shape[0]))
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """ORT's quantizer logs INFO/WARNING lines through the root logger (e.g. a pre-processing hint even
-    for pre-processed models): noise inside a progress display."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _quantizer_version() -> str:

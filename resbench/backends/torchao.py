@@ -25,13 +25,10 @@ Installed with `pip install "resbench[torchao]"`."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
-import logging
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +38,7 @@ import torch
 from resbench import calibration
 from resbench.backends import inductor_cache
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, register
+from resbench.backends.logs import quiet
 from resbench.backends.onnx_export import first_line
 from resbench.dtypes import is_quantized
 from resbench.parity import in_batches
@@ -194,19 +192,10 @@ def _count_qdq(graph_module: torch.fx.GraphModule) -> dict[str, int]:
             "dequantize": sum(n.startswith("dequantize_per") for n in names)}
 
 
-@contextlib.contextmanager
-def _quiet_import() -> Iterator[None]:
+def _quiet_import():
     """torchao 0.18 logs a WARNING per CUDA extension it cannot load on a CPU build ("Failed to load
     .../_C_mxfp8...so"), and torch's pytree one about an Enum registration: noise for a CPU int8 run."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    return quiet("torchao", "torch.utils._pytree")
 
 
 def _version() -> str:

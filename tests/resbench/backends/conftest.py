@@ -4,6 +4,7 @@ every row gets (resbench.parity: no worse than eager in the same dtype, against 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -105,6 +106,23 @@ def parity_verdict(fn, case: Case, model: nn.Module = _TINY, samples: int = 8):
         out = parity.run_on_parity_batch(fn, images, case.batch_size, torch_dtype(case.dtype), fmt, device)
     eager_error = parity.error_metrics(eager_out, reference).rel_l2
     return parity.verdict(parity.error_metrics(out, reference), case.dtype, eager_error, is_eager=False)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def torch_threads():
+    """`with torch_threads(1):` torch's intra-op thread count for the block, as the run's thread policy sets
+    it before `prepare` (backends with their own pools read it there)."""
+    return _torch_threads
 
 
 @pytest.fixture

@@ -63,16 +63,13 @@ def test_int8_on_a_cuda_case_is_skipped_with_where_int8_runs_on_a_gpu(make_case)
     assert not ok and "CPU EP" in reason and "tensorrt backend" in reason
 
 
-def test_int8_row_runs_a_kept_qdq_model_and_passes_parity(make_case, tiny_model, example, check_parity, artifacts_in):
+def test_int8_row_runs_a_kept_qdq_model_and_passes_parity(make_case, tiny_model, example, check_parity, artifacts_in,
+                                                          torch_threads):
     case = make_case("onnxruntime", "int8", batch_size=2)
     backend = get_backend("onnxruntime")
     assert backend.supports(case) == (True, "")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # the run's thread policy, set before prepare (issue 11)
+    with torch_threads(1):
         fn = backend.prepare(tiny_model, example(case), case)
-    finally:
-        torch.set_num_threads(threads)
 
     artifacts, numerics = backend.artifacts(), backend.numerics(case)
     kept = artifacts["int8_onnx"]

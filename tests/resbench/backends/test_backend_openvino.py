@@ -56,15 +56,11 @@ def test_tf32_and_a_missing_device_are_skipped_before_any_work(make_case):
         assert not ok and "device GPU is not present here (devices: CPU" in reason
 
 
-def test_fp32_row_runs_at_fp32_and_passes_parity(make_case, tiny_model, example, check_parity):
+def test_fp32_row_runs_at_fp32_and_passes_parity(make_case, tiny_model, example, check_parity, torch_threads):
     case = make_case("openvino", "fp32", batch_size=1)
     backend = get_backend("openvino")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # the run's thread policy, set before prepare (issue 11)
+    with torch_threads(1):
         fn = backend.prepare(tiny_model, example(case), case)
-    finally:
-        torch.set_num_threads(threads)
     numerics, artifacts = backend.numerics(case), backend.artifacts()
     assert numerics["ov_inference_precision_hint"] == "f32" and numerics["ov_execution_precision"] == "f32"
     assert numerics["ov_performance_hint"] == "LATENCY" and numerics["ov_requests_per_call"] == 1
