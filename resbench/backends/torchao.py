@@ -29,6 +29,7 @@ import dataclasses
 import importlib.util
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -112,7 +113,11 @@ class TorchaoBackend(Backend):
         # prepack ops then see the weights as graph inputs, "UnsupportedOperatorException:
         # onednn.qconv_prepack"). Every later call runs under no_grad too (runner, parity), so no recompile.
         lowered_before = _int8_lowerings()
-        with inductor_cache.tracked(False) as cache, torch.no_grad(), torch._inductor.config.patch(freezing=True):
+        with (inductor_cache.tracked(False) as cache, torch.no_grad(), torch._inductor.config.patch(freezing=True),
+              warnings.catch_warnings()):
+            # torch 2.13's int8 conv lowering warns once per conv ("To copy construct from a tensor, ...",
+            # mkldnn_lowerings.py): its own internals, noise in the run's output
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
             compiled(example)  # compiles inside prepare
         lowered = {k: n - lowered_before.get(k, 0) for k, n in _int8_lowerings().items()
                    if n > lowered_before.get(k, 0)}
