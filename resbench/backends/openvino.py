@@ -179,6 +179,7 @@ class OpenVinoBackend(Backend):
             **(quantized.artifacts() if quantized is not None else {}),
             "compile_s": compile_s,
             "warmup_run_s": time.perf_counter() - t0,
+            "inference_num_threads": self._numerics["ov_inference_num_threads"],  # the run's thread policy
             "runtime_precisions": runtime_precisions,
         }
         return forward
