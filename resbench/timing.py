@@ -4,15 +4,18 @@ Modes (always named in the row's `timing_mode`):
 - `device`: one call per sample; CUDA events around it on GPU, `perf_counter` around call + nothing on
   CPU (CPU calls are synchronous). The input is already on the device; the output stays there.
 - `graph` (GPU): UNROLL calls captured in one CUDA graph and replayed; per-call time = replay / UNROLL.
-  Launch-free: what a CUDA-graph deployment sees. On CPU it falls back to `device` with a warning.
+  Launch-free: what a CUDA-graph deployment sees. On CPU it falls back to `device` with a warning. With
+  `l2: cold` the graph holds one call, so that every timed call follows a flush (an unrolled replay would
+  time 1 cold call and 9 warm ones under a "cold" label); each sample then includes one graph launch.
 - `e2e`: host wall clock around host->device copy of a pinned batch, the call, the device->host copy of
   the logits and a synchronize: what a Python caller sees.
 
 Stopping rule per backend: samples are taken in slices of min_time_s / rounds; after each slice (from
 the last round on) the backend has converged when it has >= min_iters samples, >= min_time_s of measured
 time and a median CI half-width <= target_rel_ci. It stops once max_time_s of host time has gone into
-sampling it (timer overhead and cold-L2 flushes included) regardless; a row that then misses the target
-carries a noise warning naming what it missed.
+sampling it (timer overhead and cold-L2 flushes included) regardless: max_time_s is a cap, no call starts
+after it (only the call running when it ends finishes), and every backend gets at least one sample. A row
+that then misses the target carries a noise warning naming what it missed and how many samples it got.
 Backends of one group take their slices in interleaved rounds, alternating the order (ABC, CBA, ...),
 so clock or thermal drift hits all of them alike. A caller may veto a slice after the fact
 (`accept_slice`, e.g. GPU telemetry saw the SM clock below 75% of its default during it): the slice's
@@ -20,9 +23,11 @@ samples move to `Measurement.discarded`, the backend pauses CLOCK_RECOVERY_S, an
 (nvbench's throttle rule; measurement.md 4.6).
 
 L2 (`timing.l2`): `warm` leaves caches as the previous call left them (weights of small ResNets stay in
-a 50 MB L2); `cold` writes a COLD_L2_BYTES buffer before every timed call, outside the timed region (on
-the GPU the flush kernel is enqueued before the start event; on the host it runs before the timer
-starts), so each sample starts with no model state in cache."""
+the H200's 60 MB L2); `cold` writes a buffer of at least COLD_L2_BYTES and 4x the device's L2 before every
+timed call, outside the timed region, so each sample starts with no model state in cache. On the GPU the
+host then waits for the flush (untimed) before recording the start event: otherwise the host queues the
+call's first kernels while the ~60 us flush runs, and a launch-bound call reads faster cold than warm
+(notes/gpu-audit.md, item 13; `triton.testing.do_bench` has the same artifact)."""
 
 from __future__ import annotations
 
@@ -40,13 +45,22 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 WARMUP_MIN_ITERS = 10     # and at least warmup_s (trtexec: 200 ms; optimum-benchmark: 10 runs)
 WARMUP_CAP_S = 30.0       # a warm-up never runs longer than this
 GRAPH_UNROLL = 10         # calls per captured graph in `graph` mode
-COLD_L2_BYTES = 256 << 20  # 256 MiB written between calls in `l2: cold` (> 5x the H200's 50 MB L2)
+COLD_L2_BYTES = 256 << 20  # at least 256 MiB written between calls in `l2: cold` (4.3x the H200's 60 MB L2)
+COLD_L2_MULTIPLE = 4       # ... and at least 4x the device's L2 (torch reports 60 MB on the H200)
 CLOCK_RECOVERY_S = 0.05   # pause after a discarded slice before sampling again (nvbench's default)
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cold_l2_bytes(device: torch.device) -> int:
+    """Bytes the cold-L2 flush writes on `device`: COLD_L2_BYTES, or COLD_L2_MULTIPLE x its L2 if larger."""
+    if device.type != "cuda":
+        return COLD_L2_BYTES
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
+    return max(COLD_L2_BYTES, COLD_L2_MULTIPLE * l2)
 
 
 class Sampler:
@@ -59,8 +73,10 @@ class Sampler:
         if mode == "graph" and not x.is_cuda:
             self.warnings.append("timing mode 'graph' needs CUDA; measured in 'device' mode on CPU")
         # l2 cold: written before every timed call, outside the timed region
-        self.flush_buffer = torch.empty(COLD_L2_BYTES, dtype=torch.uint8, device=x.device) if l2 == "cold" else None
+        self.flush_buffer = (torch.empty(cold_l2_bytes(x.device), dtype=torch.uint8, device=x.device)
+                             if l2 == "cold" else None)
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.unroll = 1 if self.flush_buffer is not None else GRAPH_UNROLL  # calls per captured graph
         if self.mode == "e2e":
             self._host_input = x.detach().to("cpu").pin_memory() if x.is_cuda else x.detach().clone()
 
@@ -83,11 +99,11 @@ class Sampler:
             torch.cuda.current_stream().wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
-                for _ in range(GRAPH_UNROLL):
+                for _ in range(self.unroll):
                     self.fn(self.x)
 
     def sample(self, count: int) -> list[float]:
-        """`count` samples in ms (one per call; in graph mode one per replay of GRAPH_UNROLL calls)."""
+        """`count` samples in ms (one per call; in graph mode one per replay of `unroll` calls)."""
         if self.mode == "e2e":
             out = []
             for _ in range(count):
@@ -110,7 +126,9 @@ class Sampler:
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                   for _ in range(count)]
         for start, end in events:
-            self._flush_l2()
+            if self.flush_buffer is not None:
+                self._flush_l2()
+                synchronize(self.device)  # untimed: the call's launches start after the flush (see above)
             start.record()
             if self._graph is not None:
                 self._graph.replay()
@@ -118,7 +136,7 @@ class Sampler:
                 self.fn(self.x)
             end.record()
         synchronize(self.device)
-        per = GRAPH_UNROLL if self._graph is not None else 1
+        per = self.unroll if self._graph is not None else 1
         return [start.elapsed_time(end) / per for start, end in events]
 
 
@@ -155,17 +173,20 @@ def has_converged(samples: Sequence[float], cfg: TimingConfig) -> bool:
             and rel_ci_half_width(samples) <= cfg.target_rel_ci)
 
 
-def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> list[float]:
-    """Sample for about slice_s of host time (and at least min_iters / rounds calls), in chunks sized from
-    the host time per sample seen so far (not the median latency: on a loaded host the mean host cost
-    per call can be many times the median, and a chunk sized from the median overshoots the slice).
-    Returns the slice's samples; the caller decides whether they are kept."""
+def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float, budget_s: float) -> list[float]:
+    """Sample for about slice_s of host time (and at least min_iters / rounds calls, while the backend's
+    remaining max_time_s budget `budget_s` lasts), in chunks sized from the host time per sample seen so
+    far (not the median latency: on a loaded host the mean host cost per call can be many times the
+    median, and a chunk sized from the median overshoots the slice). max_time_s is a cap: once the budget
+    is gone no further call starts, whatever min_iters asks (a 10 s call under max_time_s 2 gives one
+    sample, not min_iters / rounds calls that outlast case_timeout_s). Returns the slice's samples (at
+    least one); the caller decides whether they are kept."""
     t0 = time.perf_counter()
     need = -(-cfg.min_iters // cfg.rounds)
     taken: list[float] = []
     while True:
         elapsed = time.perf_counter() - t0
-        if len(taken) >= need and elapsed >= slice_s:
+        if taken and (elapsed >= budget_s or (len(taken) >= need and elapsed >= slice_s)):
             break
         spent, count = m.spent_s + elapsed, len(m.samples) + len(m.discarded) + len(taken)
         if count == 0:
@@ -174,6 +195,7 @@ def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> list[float
             per_sample_s = max(spent / count, 1e-6)
             chunk = int(min(max((slice_s - elapsed) / per_sample_s, 1), 1000))
             chunk = max(chunk, need - len(taken))
+            chunk = max(1, min(chunk, int((budget_s - elapsed) / per_sample_s)))  # never plan past the budget
         taken.extend(m.sampler.sample(chunk))
     m.spent_s += time.perf_counter() - t0
     return taken
@@ -201,7 +223,8 @@ def measure_interleaved(measurements: list[Measurement], cfg: TimingConfig,
                 on_slice(m)
             t0 = time.perf_counter()
             try:
-                taken = _take_slice(m, cfg, min(slice_s, max(cfg.max_time_s - m.spent_s, 1e-3)))
+                budget = max(cfg.max_time_s - m.spent_s, 1e-3)
+                taken = _take_slice(m, cfg, min(slice_s, budget), budget)
             except Exception as exc:  # a backend failing mid-measurement must not lose the others
                 m.failed = exc
                 continue

@@ -6,19 +6,29 @@ Forms: a built-in name (`resnet50`), `{name, weights: PATH}`, `torchvision:NAME`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from resbench.errors import ModelError, one_of
+from resbench.models import densenet, googlenet, preact_resnet, resnet, vgg
 from resbench.models.random_init import randomize_
-from resbench.models.resnet import BUILDERS
 from resbench.models.weights import load_weights
 
+# Built-in name -> constructor (torchvision's architecture, constructor's own initialisation).
+BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    **resnet.BUILDERS,
+    **{f.__name__: f for f in (preact_resnet.preact_resnet18, preact_resnet.preact_resnet50)},
+    **{f.__name__: f for f in (densenet.densenet121, densenet.densenet161, densenet.densenet169,
+                               densenet.densenet201)},
+    "vgg16_bn": vgg.vgg16_bn,
+    "googlenet": googlenet.googlenet,
+}
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILDERS)
 PREFIXES: tuple[str, ...] = ("torchvision:", "timm:", "python:")
-# Total stride of a ResNet is 32: below 32 px layer4 convolves padding only.
+# Every built-in network has a total stride of 32: below 32 px its last stage convolves padding only.
 MIN_IMAGE_SIZE = 32
 
 
@@ -53,14 +63,18 @@ def check_model_name(name: str) -> None:
     )
 
 
-def _import(package: str, spec_name: str):
+def _import(module: str, spec_name: str):
     try:
-        return importlib.import_module(package)
+        return importlib.import_module(module)
     except Exception as exc:  # ImportError, or a broken install raising at import (torchvision on CPU torch)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if spec_name.startswith("python:"):
+            package, fix = module, "check that it is on PYTHONPATH"
+        else:
+            package = module.split(".")[0]   # `pip install torchvision`, not `torchvision.models`
+            fix = f"install it with `pip install {package}`"
         raise ModelError(
-            f"model {spec_name!r} needs the package {package!r}, which does not import here ({reason}); "
-            f"install it with `pip install {package}`"
+            f"model {spec_name!r} needs the package {package!r}, which does not import here ({reason}); {fix}"
         ) from None
 
 

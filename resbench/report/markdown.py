@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from resbench.dtypes import is_quantized
+from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
@@ -117,6 +119,9 @@ def memory_cell(row: ResultRow) -> str:
 def parity_cell(row: ResultRow) -> str:
     if row.parity is None:
         return "—"
+    if is_quantized(row.dtype):  # judged on agreement with the reference (docs/parity.md)
+        return (f"{'pass' if row.parity.passed else 'FAIL'} top-1 {row.parity.top1_text} "
+                f"(cos {row.parity.cosine:.4f})")
     ratio = f" ×{row.parity.err_ratio:.2f}" if row.parity.err_ratio is not None else ""
     return f"{'pass' if row.parity.passed else 'FAIL'}{ratio} (cos {row.parity.cosine:.4f})"
 
@@ -185,4 +190,4 @@ def render_markdown(run: RunFile) -> str:
 
 
 def write_markdown(run: RunFile, path: str | Path) -> None:
-    Path(path).write_text(render_markdown(run), encoding="utf-8")
+    replace_file(resolve(path), render_markdown(run))

@@ -130,3 +130,21 @@ def resbench(*args: str | Path, env: dict[str, str] | None = None, timeout: floa
     """Run the real command line (`python -m resbench.cli ...`) and wait for it."""
     return subprocess.run([sys.executable, "-m", "resbench.cli", *map(str, args)], capture_output=True,
                           text=True, env=env or cli_env(), timeout=timeout, cwd=REPO, **popen)
+
+
+def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
+    """`resbench ARGS` in this process, as a user runs it (cli.main, its exit-code mapping included): the
+    exit code and the lines on stderr. (Imports inside: workers import this module for its models.)"""
+    import pytest
+
+    from resbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def assert_one_line_error(code: int, lines: list[str], fragment: str) -> None:
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines

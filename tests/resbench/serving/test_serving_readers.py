@@ -17,6 +17,7 @@ from resbench.report.serving import console_table
 from resbench.results import Parity, ResultRow, RunFile
 from resbench.serving.recommend import recommend_scenario
 from resbench.serving.record import Accuracy, Batching, LoadgenLatency, PeakSearch, Probe, ServingRecord
+from resbench.stats import summarize
 
 BOUND = 15.0
 
@@ -86,6 +87,7 @@ def test_recommend_server_picks_the_highest_qps_under_the_bound_from_every_run()
 def test_recommend_excludes_a_runtime_whose_latency_rows_fail_parity() -> None:
     broken = ResultRow(model="resnet50", backend="onnxruntime", batch_size=1, dtype="fp32", image_size=224,
                        memory_format="channels_last", timing_mode="device", device="cpu", status="ok",
+                       samples_ms=[1.0] * 5, latency_ms=summarize([1.0] * 5),
                        parity=Parity(reference="fp64", rel_l2=1.0, max_abs=9.0, cosine=0.1, sqnr_db=0.0,
                                      top1_agree=0.0, top5_overlap=0.0, err_ratio=1e6, passed=False, rule="x"))
     run = run_of(broken, serving_row("eager", "offline", 100), serving_row("onnxruntime", "offline", 900))

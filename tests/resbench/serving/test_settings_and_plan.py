@@ -9,6 +9,7 @@ import pytest
 
 from resbench.results import ResultRow
 from resbench.serving import plan, settings
+from resbench.stats import summarize
 from resbench.suite import ServingConfig, expand, parse_suite
 
 SUITE = """
@@ -43,9 +44,11 @@ def test_compliant_keeps_mlperf_rules_and_quick_mode_replaces_the_run_length() -
 
 def latency_row(backend: str, batch: int, ips: float, dtype: str = "fp32", status: str = "ok",
                 options: dict | None = None) -> ResultRow:
+    samples = [batch / ips * 1e3] * 5 if status == "ok" else []
     return ResultRow(model="resnet18", backend=backend, options=options or {}, batch_size=batch, dtype=dtype,
                      image_size=224, memory_format="channels_last", timing_mode="device", device="cpu",
-                     status=status, throughput_ips=ips if status == "ok" else None)
+                     status=status, reason=None if status == "ok" else "why", samples_ms=samples,
+                     latency_ms=summarize(samples) if samples else None, throughput_ips=ips if status == "ok" else None)
 
 
 def test_offline_serves_at_the_runtime_fastest_latency_batch_and_logs_beside_the_run_file() -> None:
