@@ -51,7 +51,13 @@ def run(
                                                "instead of a fresh worker (debugging: a crash or hang then "
                                                "ends the run); the same as --executor in-process")] = False,
     executor: Annotated[str, typer.Option(help="Where groups run: workers (a fresh process per group, the "
-                                               "default) or in-process")] = "workers",
+                                               "default), in-process, or ray (a task per group on a Ray "
+                                               "cluster; extra resbench[ray])")] = "workers",
+    address: Annotated[str | None, typer.Option(help="Ray cluster to run on with --executor ray (default: "
+                                                     "RAY_ADDRESS, else a local cluster)")] = None,
+    shard: Annotated[str | None, typer.Option(metavar="I/N", help="Measure only shard I of N (a deterministic "
+                                              "split of the groups, e.g. 2/4); join shards with `resbench "
+                                              "merge`")] = None,
 ) -> None:
     """Measure a suite and write a run file."""
     from rich.progress import (
@@ -64,40 +70,49 @@ def run(
     )
 
     from resbench import runner
-    from resbench.environment import fingerprint
     from resbench.executors import get_executor
     from resbench.report.console import print_run
     from resbench.results import RunFile
-    from resbench.suite import expand, load_suite, resolve_device
+    from resbench.suite import expand, load_suite
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
-    runs_groups = get_executor("in-process" if no_isolation else executor)
+    shard_of = runner.parse_shard(shard) if shard is not None else None
+    runs_groups = get_executor("in-process" if no_isolation else executor, address=address)
     started = False
     previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
     try:
         loaded = load_suite(suite)
-        resolved = resolve_device(_device_choice(device or loaded.device))
-        cases = expand(loaded, resolved)
+        choice = _device_choice(device or loaded.device, here=runs_groups.name != "ray")
         out_path = out or resume or default_out_path(loaded.name)
         runner.check_writable(out_path)
-        if resume is not None:
-            run_file = RunFile.load(resume)
-            cases = runner.pending_cases(run_file, loaded, cases, str(resume))
-        else:
-            run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"))
-        costs = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat)  # before any work
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        started = True
-        with Progress(*columns, console=stderr, transient=False) as bar:
-            task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
-            runner.run_suite(
-                cases, run_file, out_path, repeat=repeat, executor=runs_groups, costs=costs,
-                on_group_done=lambda group, _rows: bar.advance(task, len(group)),
-                progress=lambda message: bar.update(task, description=message),
-            )
-            bar.update(task, description=f"{loaded.name}: done")
+        run_file = RunFile.load(resume) if resume is not None else None
+        with runs_groups:  # a Ray cluster is connected to (or started) here, and left (or stopped) at the end
+            resolved = runs_groups.resolve_device(choice)
+            cases = expand(loaded, resolved)
+            if shard_of is not None:
+                cases = runner.shard_cases(cases, *shard_of)
+            if run_file is not None:
+                runner.check_same_shard(run_file, shard, str(resume))
+                cases = runner.pending_cases(run_file, loaded, cases, str(resume))
+            else:
+                env = runs_groups.environment(resolved)
+                if shard is not None:
+                    env["shard"] = shard
+                run_file = RunFile(env=env, suite=loaded.model_dump(mode="json"))
+            checked = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat,
+                                       device_memory=runs_groups.device_memory_bytes)  # before any work
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+            started = True
+            with Progress(*columns, console=stderr, transient=False) as bar:
+                task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
+                runner.run_suite(
+                    cases, run_file, out_path, repeat=repeat, executor=runs_groups, checked=checked,
+                    on_group_done=lambda group, _rows: bar.advance(task, len(group)),
+                    progress=lambda message: bar.update(task, description=message),
+                )
+                bar.update(task, description=f"{loaded.name}: done")
     except KeyboardInterrupt:
         if started and out_path.is_file():
             stderr.print(f"run file {out_path} keeps {len(run_file.rows)} finished case(s); finish it with "
@@ -124,6 +139,23 @@ def _on_sigterm(handler):
 
 def _terminate(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="Run files to join: the shards of one suite (--shard I/N)")],
+    out: Annotated[Path, typer.Option(help="Run file to write")],
+    only_device: Annotated[str | None, typer.Option(
+        "--only-device", help="Keep only the rows measured on this device (GPU or CPU model): splits a run "
+        "across GPU models, which compare and recommend take one model at a time")] = None,
+) -> None:
+    """Join run files of one suite (shards, or runs on several machines) into one; refuses overlapping or
+    inconsistent runs."""
+    from resbench.merge import merge_files
+
+    merged = merge_files([str(r) for r in runs], only_device=only_device)
+    _write_output("--out", out, merged.save)
+    stdout.print(f"{len(merged.rows)} cases from {len(runs)} run file(s)", highlight=False)
 
 
 @app.command("list")
@@ -268,11 +300,12 @@ def _write_output(flag: str, path: Path, write) -> None:
     stdout.print(f"wrote {path}", highlight=False)
 
 
-def _device_choice(device: str) -> str:
+def _device_choice(device: str, here: bool = True) -> str:
+    """A valid device choice; `here`: 'cuda' needs a GPU on this machine (not so for a Ray cluster's)."""
     allowed = ("auto", "cpu", "cuda")
     if device not in allowed:
         raise UsageError(f"device {device!r} is not allowed; {one_of(allowed)}")
-    if device == "cuda":
+    if device == "cuda" and here:
         import torch
 
         if not torch.cuda.is_available():

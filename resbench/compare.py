@@ -471,6 +471,8 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
     unknown = set(thresholds) - set(GATE_METRICS)
     if unknown:
         raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}; {one_of(GATE_METRICS)}")
+    for name, run in ((base_name, base), (cand_name, cand)):
+        refuse_mixed_devices(name, run)
     base_rows = {row.identity: row for row in base.rows}
     cand_rows = {row.identity: row for row in cand.rows}
     if not set(base_rows) & set(cand_rows):
@@ -490,6 +492,15 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
             warnings.append(f"{name} has {count} duplicate case(s); the last of each is compared")
     return Comparison(base_name, cand_name, cases, thresholds, alpha,
                       tuple(environment_differences(base, cand)), tuple(warnings))
+
+
+def refuse_mixed_devices(name: str, run: RunFile) -> None:
+    """A run measured on several GPU models (a Ray cluster of mixed nodes) is not one baseline: refuse it."""
+    devices = run.devices()
+    if len(devices) > 1:
+        counts = ", ".join(f"{device}: {count} cases" for device, count in sorted(devices.items()))
+        raise RunFileError(f"{name} was measured on {len(devices)} device models ({counts}); a gate compares one "
+                           f"at a time: split it with `resbench merge {name} --only-device NAME --out PART.json`")
 
 
 def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = ()) -> Comparison:

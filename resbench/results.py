@@ -79,6 +79,18 @@ class Parity(_Record):
     rule: str                                # which clause of the verdict decided
 
 
+class Placement(_Record):
+    """Where a row was measured, for runs spread over machines (`--executor ray`, merged shards). A row
+    without one was measured where its run file's env says."""
+
+    node: str                                # host name
+    node_ip: str | None = None
+    node_id: str | None = None               # Ray's node id
+    device_name: str                         # the GPU model (the CPU model on a CPU run)
+    gpu_index: int | None = None             # the GPU's index on its node as Ray gave it (CUDA_VISIBLE_DEVICES)
+    cuda_visible_devices: str | None = None  # what the measuring process saw
+
+
 class ResultRow(_Record):
     # identity
     model: str
@@ -114,6 +126,7 @@ class ResultRow(_Record):
     artifacts: dict[str, Any] = Field(default_factory=dict)        # provider, engine/package size, ...
     telemetry: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    placement: Placement | None = None       # where it ran, when the run spans machines
 
     @property
     def backend_label(self) -> str:
@@ -132,6 +145,17 @@ class RunFile(BaseModel):
     env: dict[str, Any]
     suite: dict[str, Any]
     rows: list[ResultRow] = Field(default_factory=list)
+
+    def device_of(self, row: ResultRow) -> str:
+        """The device (GPU or CPU model) `row` was measured on: its placement's, else the run's."""
+        return row.placement.device_name if row.placement is not None else str(self.env.get("device"))
+
+    def devices(self) -> dict[str, int]:
+        """Rows per device they were measured on; more than one key: a run across GPU models."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[self.device_of(row)] = counts.get(self.device_of(row), 0) + 1
+        return counts
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=1)

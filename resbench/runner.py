@@ -13,14 +13,17 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from resbench.dtypes import torch_dtype
+from resbench.environment import device_memory_bytes
 from resbench.errors import ModelError, ResbenchError, UsageError
 from resbench.executors import Executor, Unit, get_executor
-from resbench.measure import ProgressFn, describe
+from resbench.executors.model_check import ModelFault
+from resbench.measure import ProgressFn, base_row, describe
 from resbench.models import ModelCost, ModelSpec, model_cost
 from resbench.results import ResultRow, RunFile
 from resbench.suite import Case, Suite
@@ -59,14 +62,30 @@ def check_writable(path: Path) -> None:
 Costs = dict[tuple[ModelSpec, int], ModelCost]
 
 
-def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -> Costs:
-    """Before any measuring: every input batch fits the device, every model the cases name can be built,
-    every weights file is a checkpoint of its architecture, read safely (models/weights.py), and (when
-    isolating) RESBENCH_WORKER_MEMORY_MB is valid. Raises a one-line ResbenchError.
+@dataclass(frozen=True)
+class Preflight:
+    """What preflight learnt: the models' costs, counted once, and the models whose own code failed."""
 
-    Returns the params and FLOPs of the (model, image size)s that more than one worker would count (or
-    all, in-process), counted here once: the count runs the model on the meta device, whose first use in
-    a process imports torch._dynamo (~3 s on 2 cores), a price each worker would otherwise pay again."""
+    costs: Costs = field(default_factory=dict)
+    faults: dict[ModelSpec, ModelFault] = field(default_factory=dict)   # their cases get this row, unmeasured
+
+
+def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1,
+              device_memory: Callable[[str], int | None] = device_memory_bytes) -> Preflight:
+    """Before any measuring: every input batch fits the device (`device_memory`: bytes of the device
+    kind, None when unknown), every model the cases name can be built, every weights file is a checkpoint
+    of its architecture, read safely (models/weights.py), and (when isolating) RESBENCH_WORKER_MEMORY_MB
+    is valid. Raises a one-line ResbenchError.
+
+    When isolating, no model code runs in this process: built-in models (resbench's own code) are built
+    here, every other model (`python:`, `torchvision:`, `timm:`) in a checker process (model_check.py),
+    where a crash, a hang or an exception of the model's own code becomes a `ModelFault` instead of
+    ending the run. In-process (`--no-isolation`), everything runs here, as the user asked.
+
+    Counts the params and FLOPs of the (model, image size)s that more than one worker would count (or
+    all, in-process; or all checked models, whose checker runs the forward anyway) once: the count runs
+    the model on the meta device, whose first use in a process imports torch._dynamo (~3 s on 2 cores),
+    a price each worker would otherwise pay again."""
     from resbench.models.registry import construct
     from resbench.models.weights import load_weights
 
@@ -75,13 +94,15 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
 
         memory_cap_mb()
     cases = list(cases)
-    _check_input_sizes(cases)
+    _check_input_sizes(cases, device_memory)
     workers = Counter((group[0].model, group[0].image_size) for group in group_cases(cases))
     sizes: dict[ModelSpec, set[int]] = {}
     for case in cases:
         sizes.setdefault(case.model, set()).add(case.image_size)
     costs: Costs = {}
     for spec, image_sizes in sizes.items():
+        if isolate and spec.kind != "builtin":
+            continue
         try:
             model = construct(spec)
             if spec.weights is not None:
@@ -94,18 +115,16 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
         except Exception as exc:  # a python:module:callable factory (or its forward) may raise anything
             raise ModelError(f"model {spec.name!r} cannot be built: {describe(exc)}") from None
         del model
-    return costs
+    checked = {spec: image_sizes for spec, image_sizes in sizes.items() if isolate and spec.kind != "builtin"}
+    if not checked:
+        return Preflight(costs)
+    from resbench.executors.model_check import check_models
+
+    checked_costs, faults = check_models(checked, cases[0].timing.case_timeout_s)
+    return Preflight({**costs, **checked_costs}, faults)
 
 
-def _device_memory_bytes(device: str) -> int:
-    if device == "cuda":
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    import psutil
-
-    return psutil.virtual_memory().total
-
-
-def _check_input_sizes(cases: list[Case]) -> None:
+def _check_input_sizes(cases: list[Case], device_memory: Callable[[str], int | None]) -> None:
     """A batch whose input tensor alone exceeds the device's memory can never run: say so before any work
     (smaller impossible sizes surface as `oom` rows, which is what they are)."""
     biggest: dict[str, Case] = {}
@@ -113,8 +132,8 @@ def _check_input_sizes(cases: list[Case]) -> None:
         if case.device not in biggest or _input_bytes(case) > _input_bytes(biggest[case.device]):
             biggest[case.device] = case
     for device, case in biggest.items():
-        need, have = _input_bytes(case), _device_memory_bytes(device)
-        if need > have:
+        need, have = _input_bytes(case), device_memory(device)
+        if have is not None and need > have:
             raise ResbenchError(
                 f"batch size {case.batch_size} at {case.image_size}x{case.image_size} px in {case.dtype} needs "
                 f"{need / 2**30:,.1f} GiB for the input batch alone; the {device} device has {have / 2**30:,.1f} "
@@ -160,27 +179,67 @@ def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
 
 
 def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
-              executor: Executor | None = None, costs: Costs | None = None,
+              executor: Executor | None = None, checked: Preflight | None = None,
               on_group_done: Callable[[list[Case], list[ResultRow]], None] = lambda _g, _r: None,
               progress: ProgressFn = lambda _m: None) -> RunFile:
     """Measure `cases` group by group with `executor` (default: fresh worker processes), appending rows
     to `run`. Rows already in `run` are kept.
 
-    `preflight` runs first (unless the caller ran it and passes its `costs`), so bad models or weights
-    fail before the run file is written. The run file is saved atomically as soon as a case's row is
-    final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them), so
-    Ctrl-C or a killed run leaves a valid file with every finished case."""
+    `preflight` runs first (unless the caller ran it and passes what it found as `checked`), so bad models
+    or weights fail before the run file is written; the cases of a model whose own code failed its check
+    get that fault's row without being measured. The run file is saved atomically as soon as a case's row
+    is final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them),
+    so Ctrl-C or a killed run leaves a valid file with every finished case."""
     executor = executor or get_executor("workers")
-    if costs is None:
-        costs = preflight(cases, isolate=not executor.in_process, repeat=repeat)
+    if checked is None:
+        checked = preflight(cases, isolate=not executor.in_process, repeat=repeat)
     groups = group_cases(cases)
-    units = [Unit(g, k, tuple(group), costs.get((group[0].model, group[0].image_size)),
+    units = [Unit(g, k, tuple(group), checked.costs.get((group[0].model, group[0].image_size)),
                   f"[{k + 1}/{repeat}] " if repeat > 1 else "")
              for g, group in enumerate(groups) for k in range(repeat)]
     sink = _RunFileSink(run, out, groups, repeat, on_group_done, progress)
     run.save(out)
-    executor.run(units, sink)
+    to_run = []
+    for unit in units:
+        fault = checked.faults.get(unit.cases[0].model)
+        if fault is None:
+            to_run.append(unit)
+            continue
+        rows = [base_row(case, None, fault.status, fault.reason) for case in unit.cases]
+        for index, row in enumerate(rows):
+            sink.row(unit, index, row)
+        sink.unit_done(unit, rows)
+    executor.run(to_run, sink)
     return run
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4); anything else is a one-line usage error."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text!r} is not allowed; give I/N with 1 <= I <= N, e.g. 1/2")
+    return i, n
+
+
+def check_same_shard(run: RunFile, shard: str | None, path: str) -> None:
+    """--resume continues the shard the run file holds, and no other."""
+    recorded = run.env.get("shard")
+    if recorded != shard:
+        held = f"shard {recorded}" if recorded else "a whole run (no --shard)"
+        asked = f"--shard {shard}" if shard else "no --shard"
+        raise UsageError(f"cannot resume {path!r}: it holds {held}, and this run asks for {asked}")
+
+
+def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
+    """The cases of shard `index` of `count` (1-based): every count-th group of the suite's group order,
+    starting with group index-1 - deterministic, and dealt round-robin so that each shard gets its share
+    of the big and the small batch sizes. Groups are never split: a group's backends are measured together
+    (interleaved rounds), so `resbench merge` of all shards equals one run's cases."""
+    return [case for g, group in enumerate(group_cases(cases)) if g % count == index - 1 for case in group]
 
 
 class _RunFileSink:

@@ -2,7 +2,8 @@
 or `main()` called with FD as the first argument.
 
 It reads one request from stdin (one JSON line: the group's cases and the parent's sys.path), runs
-measure.run_group on them, and writes JSON lines to file descriptor FD as it goes:
+measure.run_group on them, and writes JSON lines to file descriptor FD as it goes (a request with "check"
+instead of cases checks models instead: model_check.py, which sends "checked" messages instead of rows):
   {"type": "ready"}                                  imports done, cases parsed
   {"type": "stage", "case": i | null, "stage": s}    work moved to case i (null: group-wide) and stage s
   {"type": "row", "case": i, "row": {...}}           case i's final row
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.append(entry)
 
     try:
+        if "check" in request:  # a model check (model_check.py): the stages' "case" is a model's index
+            from resbench.executors.model_check import run_checks
+
+            run_checks(request["check"], send)  # it says "ready" itself, after its imports
+            send({"type": "done"})
+            _exit(0)
         from resbench import measure
         from resbench.models import ModelCost
         from resbench.suite import Case

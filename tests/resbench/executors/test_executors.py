@@ -1,0 +1,27 @@
+"""Choosing an executor: names, --address, and the ray extra's absence, each a one-line usage error."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from resbench.errors import UsageError
+from resbench.executors import get_executor
+
+
+def test_an_unknown_executor_lists_the_known_ones():
+    with pytest.raises(UsageError, match=r"executor 'slurm' is not known; one of: workers, in-process, ray"):
+        get_executor("slurm")
+
+
+def test_address_is_for_ray_only():
+    with pytest.raises(UsageError, match=r"--address 'head:6379' is for --executor ray, not 'workers'"):
+        get_executor("workers", address="head:6379")
+
+
+def test_ray_without_its_extra_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is absent
+    with pytest.raises(UsageError, match=r"executor 'ray' needs the package ray; install it with "
+                                         r"`pip install 'resbench\[ray\]'`"):
+        get_executor("ray", address="head:6379")
