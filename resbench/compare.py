@@ -59,6 +59,9 @@ MEMORY_KINDS: tuple[str, ...] = ("gpu_process_mb", "peak_allocated_mb", "process
 # Environment keys that differ between any two runs and say nothing about the machine or the stack.
 VOLATILE_ENV_KEYS = frozenset({"created", "git_sha", "git_dirty", "git_branch", "resbench", "argv", "command",
                                "started", "finished", "duration_s", "run_id", "pid", "out", "suite_path"})
+# Per-machine detail of Ray runs and merged shards (node ids, each file's time): the top-level keys hold
+# the machines' common values (ray_cluster.py, merge.py), which are compared.
+PER_MACHINE_ENV_KEYS = frozenset({"nodes", "merged_from"})
 
 
 class Verdict(str, Enum):
@@ -415,7 +418,7 @@ def environment_differences(base: RunFile, cand: RunFile) -> list[str]:
     flat_base, flat_cand = _flatten(base.env), _flatten(cand.env)
     lines = []
     for key in sorted(set(flat_base) | set(flat_cand)):
-        if key.split(".")[0] in VOLATILE_ENV_KEYS:
+        if key.split(".")[0] in VOLATILE_ENV_KEYS | PER_MACHINE_ENV_KEYS:
             continue
         b, c = flat_base.get(key, "(absent)"), flat_cand.get(key, "(absent)")
         if b != c:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resbench.compare import compare_runs
+from resbench.compare import compare_runs, environment_differences
 from resbench.errors import RunFileError, UsageError
 from resbench.measure import base_row
 from resbench.merge import merge_runs
@@ -136,3 +136,12 @@ def test_merge_only_device_splits_a_run():
     assert [r.batch_size for r in part.rows] == [2, 2] and part.devices() == {"NVIDIA A100": 2}
     with pytest.raises(UsageError, match="--only-device 'V100' matches no row; devices in the run"):
         merge_runs([("mixed.json", mixed_run())], only_device="V100")
+
+
+def test_compare_reads_the_machines_common_env_not_each_node():
+    """Node ids and file times differ between any two Ray or merged runs; the common values are compared."""
+    base = run_of([], env={"nodes": [{"node_id": "1", "created": "t1"}], "merged_from": [{"file": "a"}]})
+    cand = run_of([], env={"nodes": [{"node_id": "2", "created": "t2"}], "merged_from": [{"file": "b"}]})
+    assert environment_differences(base, cand) == []
+    cand.env["torch"] = "2.14.0"
+    assert environment_differences(base, cand) == ["torch: 2.13.0 -> 2.14.0"]
