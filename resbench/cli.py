@@ -95,6 +95,7 @@ def run(
             if run_file is not None:
                 runner.check_same_shard(run_file, shard, str(resume))
                 cases = runner.pending_cases(run_file, loaded, cases, str(resume))
+                runs_groups.extend_environment(run_file.env, resolved)
             else:
                 env = runs_groups.environment(resolved)
                 if shard is not None:

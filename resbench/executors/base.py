@@ -71,6 +71,10 @@ class Executor(ABC):
 
         return fingerprint(device)
 
+    def extend_environment(self, env: dict[str, Any], device: str) -> None:
+        """A resumed run's `env`: add what this session's machines add (nothing, on one machine)."""
+        return None
+
     def device_memory_bytes(self, device: str) -> int | None:
         """The smallest memory of a device of that kind that may measure (None: unknown)."""
         from resbench.environment import device_memory_bytes

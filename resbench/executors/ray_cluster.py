@@ -171,6 +171,13 @@ class RayExecutor(Executor):
         env.update(executor="ray", ray=_ray().__version__, nodes=nodes)
         return env
 
+    def extend_environment(self, env: dict[str, Any], device: str) -> None:
+        """A resumed run may measure on other nodes (or a restarted cluster, whose node ids are new):
+        `nodes` lists every node that measured in any session of the run."""
+        listed = {node.get("node_id") for node in env.get("nodes", [])}
+        fresh = [node for node in self.environment(device)["nodes"] if node["node_id"] not in listed]
+        env["nodes"] = [*env.get("nodes", []), *fresh]
+
     def device_memory_bytes(self, device: str) -> int | None:
         sizes = [p["memory_bytes"] for p in self._probe(device) if p["memory_bytes"]]
         return min(sizes) if sizes else None

@@ -131,6 +131,7 @@ def test_a_killed_ray_run_resumes(cluster, tmp_path):
     final = RunFile.load(out)
     assert [(r.batch_size, r.status) for r in final.rows] == [(1, "ok"), (2, "ok")]
     assert final.rows[0].samples_ms == interrupted.rows[0].samples_ms  # kept, not measured again
+    assert [n["node_id"] for n in final.env["nodes"]] == [n["node_id"] for n in interrupted.env["nodes"]]
 
 
 def test_gpu_tasks_get_one_gpu_each_and_rows_say_which(cluster, tmp_path):
