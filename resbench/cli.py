@@ -28,8 +28,19 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
-    _state["debug"] = debug
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (accepted "
+                                                "anywhere on the command line).")] = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _take_debug(argv: list[str]) -> list[str]:
+    """`--debug` anywhere before a `--`: click accepts a group option only before the subcommand, so it is
+    taken out here and set directly (`resbench run suite.yaml --debug` works like `resbench --debug run`)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        _state["debug"] = True
+        return [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return argv
 
 
 def default_out_path(suite_name: str) -> Path:
@@ -58,6 +69,11 @@ def run(
     shard: Annotated[str | None, typer.Option(metavar="I/N", help="Measure only shard I of N (a deterministic "
                                               "split of the groups, e.g. 2/4); join shards with `resbench "
                                               "merge`")] = None,
+    wait_idle: Annotated[float | None, typer.Option(
+        "--wait-idle", metavar="SECONDS", help="Before each group, wait up to SECONDS for the machine to go quiet "
+        "(other processes using under 10% of the cores; progress shown); then measure anyway")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail every row measured under contention (status "
+                                         "failed, the cause as reason), for CI gates")] = False,
 ) -> None:
     """Measure a suite and write a run file."""
     from rich.progress import (
@@ -77,6 +93,11 @@ def run(
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
+    if wait_idle is not None and not wait_idle >= 0:
+        raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
+    if wait_idle is not None and executor == "ray" and not no_isolation:
+        raise UsageError("--wait-idle watches this machine; with --executor ray the groups run on the cluster's "
+                         "nodes: leave it out")
     shard_of = runner.parse_shard(shard) if shard is not None else None
     runs_groups = get_executor("in-process" if no_isolation else executor, address=address)
     started = False
@@ -103,6 +124,7 @@ def run(
                 run_file = RunFile(env=env, suite=loaded.model_dump(mode="json"))
             checked = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat,
                                        device_memory=runs_groups.device_memory_bytes)  # before any work
+            _record_machine(run_file, loaded.threads, resolved, wait_idle, strict, resumed=resume is not None)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
             started = True
@@ -112,6 +134,7 @@ def run(
                     cases, run_file, out_path, repeat=repeat, executor=runs_groups, checked=checked,
                     on_group_done=lambda group, _rows: bar.advance(task, len(group)),
                     progress=lambda message: bar.update(task, description=message),
+                    wait_idle_s=wait_idle, strict=strict,
                 )
                 bar.update(task, description=f"{loaded.name}: done")
     except KeyboardInterrupt:
@@ -126,6 +149,22 @@ def run(
         _on_sigterm(previous_term)
     print_run(run_file, stdout)
     stdout.print(f"run file: {out_path}")
+
+
+def _record_machine(run_file, threads: int | None, device: str, wait_idle: float | None, strict: bool,
+                    resumed: bool) -> None:
+    """Probe the machine before any measuring: a one-line banner when it is busy, and the figures, the
+    thread policy and the contention flags in the run file's environment (`system`). A resumed run keeps
+    the environment it was started with (each row records its own machine state anyway)."""
+    from resbench import system
+    from resbench import threads as thread_policy
+
+    state = system.machine_state(device, seconds=system.START_PROBE_S)
+    if state.busy:
+        stderr.print(state.banner(), style="bold yellow", markup=False, highlight=False, soft_wrap=True)
+    if not resumed:
+        run_file.env["system"] = {"at_start": state.record(), "thread_policy": thread_policy.describe(threads),
+                                  "wait_idle_s": wait_idle, "strict": strict}
 
 
 def _on_sigterm(handler):
@@ -333,7 +372,7 @@ def main() -> None:
     usage_errors = _usage_error_classes()
     try:
         # Without standalone mode click *returns* the code of a `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(args=_take_debug(sys.argv[1:]), standalone_mode=False)
     except ResbenchError as exc:
         if _state["debug"]:
             traceback.print_exc()

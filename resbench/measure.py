@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,8 @@ from typing import Any
 
 import torch
 
-from resbench import hardware, parity, telemetry
+from resbench import hardware, memory, parity, system, telemetry
+from resbench import threads as thread_policy
 from resbench.backends import get_backend
 from resbench.backends.base import Forward, private_copy
 from resbench.dtypes import torch_dtype
@@ -88,7 +87,7 @@ def base_row(case: Case, cost: ModelCost | None, status: str = "ok", reason: str
         batch_size=case.batch_size, dtype=case.dtype, image_size=case.image_size,
         memory_format=case.memory_format, timing_mode=case.timing.mode, l2=case.timing.l2, device=case.device,
         status=status, reason=reason, params=cost.params if cost else None,
-        gflops=cost.gflops if cost else None, **fields,
+        gflops=cost.gflops if cost else None, threads=thread_policy.resolve(case.threads), **fields,
     )
 
 
@@ -110,16 +109,6 @@ def _failure_row(case: Case, cost: ModelCost | None, exc: BaseException, stage: 
     return base_row(case, cost, status, f"{stage}: {describe(exc)}", **fields)
 
 
-def process_peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024
-
-
-def _allocated(device: torch.device) -> int:
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-
-
 # -------------------------------------------------------------------------------------------- a group
 
 
@@ -130,7 +119,7 @@ class Prepared:
     measurement: Measurement
     prepare_s: float
     first_call_s: float
-    persistent_bytes: int
+    footprint: memory.CpuFootprint | memory.GpuFootprint   # this backend's own memory (memory.py)
     numerics: dict[str, Any]
     artifacts: dict[str, Any]
     warnings: list[str]
@@ -141,9 +130,10 @@ def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[st
     device = x.device
     backend = get_backend(case.backend)
     stage("prepare")
+    footprint = memory.GpuFootprint(device) if device.type == "cuda" else memory.CpuFootprint()
+    footprint.start()  # before the private copy: the weights a backend keeps are its own
     copy = private_copy(model).to(device=device).to(memory_format=_memory_format(case))
     synchronize(device)
-    before = _allocated(device)
     t0 = time.perf_counter()
     with torch.no_grad():
         fn = backend.prepare(copy, x, case)
@@ -159,10 +149,10 @@ def _prepare(case: Case, model: torch.nn.Module, x: torch.Tensor, flags: dict[st
     stage("warm-up")
     sampler = Sampler(_no_grad(fn), x, case.timing.mode, case.timing.l2)
     warmup(sampler, case.timing.warmup_s)
+    footprint.prepared(sampler.flush_buffer.numel() if sampler.flush_buffer is not None else 0)
     artifacts = backend.artifacts() if hasattr(backend, "artifacts") else {}
     return Prepared(case, fn, Measurement(case.backend_label, sampler), prepare_s, first_call_s,
-                    _allocated(device) - before, {**flags, **backend.numerics(case)}, artifacts,
-                    list(sampler.warnings))
+                    footprint, {**flags, **backend.numerics(case)}, artifacts, list(sampler.warnings))
 
 
 def _no_grad(fn: Forward) -> Forward:
@@ -173,33 +163,33 @@ def _no_grad(fn: Forward) -> Forward:
 
 
 def _memory(p: Prepared, x: torch.Tensor) -> Memory:
+    """The backend's own footprint (memory.py) and the process-wide figures, each named in `source`."""
     device = x.device
-    if device.type != "cuda":
-        source = ("process_mb: peak RSS of this group's worker process (model, every backend of the group, "
-                  "parity reference)" if IN_WORKER else
-                  "process_mb: peak RSS of the whole measuring process so far (in-process run, CPU)")
-        return Memory(process_mb=process_peak_rss_mb(), source=source)
+    if isinstance(p.footprint, memory.CpuFootprint):
+        figures = p.footprint.figures()
+        scope = ("this group's worker process (model, every backend of the group, parity reference)" if IN_WORKER
+                 else "the whole measuring process so far (in-process run)")
+        figures["source"] += f"; process_mb: peak RSS of {scope}"
+        return Memory(process_mb=memory.process_peak_rss_mb(), **figures)
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     with torch.no_grad():
         p.fn(x)
     synchronize(device)
-    transient = torch.cuda.max_memory_allocated(device) - base
-    memory = Memory(
-        peak_allocated_mb=(p.persistent_bytes + transient) / MB,
-        source="peak_allocated_mb: torch allocator bytes this backend holds after prepare (weights, "
-               "workspaces, graph pools) + the peak of one call",
-    )
+    total, notes = memory.gpu_backend_bytes(p.footprint.account(base, torch.cuda.max_memory_allocated(device)))
+    comparable = p.case.backend not in memory.OUTSIDE_TORCH_ALLOCATOR
+    result = Memory(peak_allocated_mb=total / MB, backend_mb=total / MB if comparable else None,
+                    source="; ".join([memory.gpu_source(p.case.backend), *notes]))
     try:
         from resbench import gpu_memory
 
-        memory.gpu_process_mb = gpu_memory.process_used_mb()
-        if memory.gpu_process_mb is not None:
-            memory.source += "; gpu_process_mb: NVML memory of the whole process (all backends of the group)"
+        result.gpu_process_mb = gpu_memory.process_used_mb()
+        if result.gpu_process_mb is not None:
+            result.source += "; gpu_process_mb: NVML memory of the whole process (all backends of the group)"
     except Exception:  # NVML is optional; its absence must never fail a row
         pass
-    return memory
+    return result
 
 
 def _eager_rel_l2(model: torch.nn.Module, case: Case, images: torch.Tensor, reference: torch.Tensor,
@@ -257,6 +247,9 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
         return [rows[i] for i in range(len(cases))]
 
     prepared: list[tuple[int, Prepared]] = []
+    thread_count = thread_policy.apply(thread_policy.resolve(first.threads))   # before any prepare (threads.py)
+    load = system.SliceMonitor(first.device, _device_index(device),
+                               system.OwnProcesses.of_worker() if IN_WORKER else system.OwnProcesses())
     with pinned(first.dtype) as flags, telemetry.Monitor(first.device, _device_index(device)) as monitor:
         for i, case in enumerate(cases):
             backend = get_backend(case.backend)
@@ -275,16 +268,24 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
 
         if prepared:
             index_of = {id(p.measurement): i for i, p in prepared}
+            rss_of = {id(p.measurement): p.footprint.calls for _, p in prepared
+                      if isinstance(p.footprint, memory.CpuFootprint)}
 
             def on_slice(m: Measurement) -> None:
                 stage(index_of[id(m)], "measure")
                 monitor.label = m.label
+                load.slice_started(m.label)
+                if id(m) in rss_of:
+                    rss_of[id(m)].start()
 
             def accept_slice(m: Measurement, t0: float, t1: float) -> bool:
+                load.slice_ended(m.label)
+                if id(m) in rss_of:
+                    rss_of[id(m)].stop()
                 return monitor.slice_ok(m.label, t0, t1)
 
             measure_interleaved([p.measurement for _, p in prepared], first.timing, on_slice=on_slice,
-                                accept_slice=accept_slice if monitor.available else None)
+                                accept_slice=accept_slice)
             monitor.label = None
 
         stage(None, "parity reference")
@@ -298,7 +299,8 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
             reference_failure = describe(exc)
         for i, p in prepared:
             emit(i, _finish(p, x, cost, images, reference, eager_error, reference_failure,
-                            monitor.summary(p.measurement.label), functools.partial(stage, i)))
+                            monitor.summary(p.measurement.label), load.record(p.measurement.label, thread_count),
+                            functools.partial(stage, i)))
     del prepared
     gc.collect()
     if device.type == "cuda":
@@ -314,16 +316,18 @@ def _device_index(device: torch.device) -> int:
 
 def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor | None,
             reference: torch.Tensor | None, eager_error: float | None, reference_failure: str | None,
-            clock: dict[str, Any], stage: Callable[[str], None]) -> ResultRow:
+            clock: dict[str, Any], load: tuple[dict[str, Any], list[str]],
+            stage: Callable[[str], None]) -> ResultRow:
     case, m = p.case, p.measurement
     clock = dict(clock)
     if m.discarded:
         clock["discarded_samples"] = len(m.discarded)
+    system_record, contention = load
     common = dict(prepare_s=p.prepare_s, first_call_s=p.first_call_s, numerics=p.numerics,
-                  artifacts=p.artifacts, telemetry=clock)
+                  artifacts=p.artifacts, telemetry=clock, system=system_record)
     if m.failed is not None:
         return _failure_row(case, cost, m.failed, "measure", samples_ms=m.samples, **common)
-    warnings = p.warnings + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
+    warnings = p.warnings + contention + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
     samples = m.samples
     if not samples:  # every slice was vetoed: report them rather than nothing, and say so
         samples = m.discarded

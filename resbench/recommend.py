@@ -2,13 +2,19 @@
 
 A runtime is one row of a (model, batch) group: a backend with its options in one dtype. For each group:
 1. Exclusion: a row that did not run (skipped, failed, oom, timeout, crashed), fails parity, or breaks a
-   constraint (--max-p99-ms, --max-memory-gb, --min-cosine) is excluded, with that reason.
-2. Pareto frontier over the remaining rows: p99 latency (lower), throughput (higher), memory (lower),
-   prepare/build time (lower) and parity error rel-L2 (lower). A row is dominated when another is at
-   least as good on every dimension and better on one. A dimension some row lacks is left out (and said).
-3. Recommendation: the frontier row best on the objective (latency: lowest p99; throughput: highest
-   images/s). Rows within NEAR_TIE of that best are treated as equal on the objective (run-to-run noise
-   is a few percent); among them the cheapest to prepare wins, then the leanest in memory.
+   constraint (--max-p99-ms on its p99, --max-memory-gb on its per-backend memory, --min-cosine) is
+   excluded, with that reason. --max-memory-gb judges only the per-backend figure (`memory.backend_mb`,
+   comparable across runtimes); a row without one is not judged by it, and the group says so.
+2. Ranking on the objective, with the median's distribution-free 95% CI: `latency` ranks on the median
+   latency, `throughput` on images/s (batch / median). p99 is shown, never ranked on: with tens of
+   samples it is the slowest sample or two, and says more about the machine than the runtime.
+3. A tie, not a winner, when the best runtime's median CI overlaps another's: those runtimes are
+   statistically indistinguishable; they are listed cheapest to prepare first.
+4. Pareto frontier over the others: median latency (better only when the CIs are apart), per-backend
+   memory, prepare/build time, parity rel-L2. A dimension some row lacks is left out (and said).
+5. Doubt: rows whose warnings make their timing doubtful (noise, contention, throttling: doubts.py) are
+   marked; when one is recommended or tied while a clean runtime meets the constraints, its reason says
+   so and names the best clean runtime.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from resbench.compare import memory_figure
+from resbench.doubts import doubts, is_clean
 from resbench.errors import UsageError, one_of
 from resbench.results import ResultRow, RunFile
 
@@ -29,9 +35,9 @@ if TYPE_CHECKING:
 Objective = Literal["latency", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput")
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16")
-NEAR_TIE = 0.03   # objective values within 3% of the best count as a tie (typical run-to-run spread)
-MISSING_WHY = {"memory": "no per-backend allocator peak for every runtime (process-wide figures include "
+MISSING_WHY = {"memory": "no per-backend memory figure for every runtime (process-wide figures include "
                          "every backend measured in the same process)"}
+Role = Literal["recommended", "tied", "frontier", "dominated", "excluded"]
 
 
 @dataclass(frozen=True)
@@ -58,32 +64,38 @@ class Constraints:
             raise UsageError(f"--min-cosine {self.min_cosine} is not allowed; a cosine lies in [-1, 1]")
 
 
+Interval = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class Dimension:
     name: str
     unit: str
     lower_is_better: bool
 
-    def value(self, row: ResultRow) -> float | None:
-        if self.name == "p99":
-            return row.latency_ms.p99 if row.latency_ms else None
-        if self.name == "throughput":
-            return row.throughput_ips
-        if self.name == "memory":
-            return row.memory.peak_allocated_mb   # per backend; process-wide figures include the others
-        if self.name == "prepare":
-            return row.prepare_s
-        if self.name == "rel_l2":
-            return row.parity.rel_l2 if row.parity is not None else None
-        raise KeyError(self.name)
+    def interval(self, row: ResultRow) -> Interval | None:
+        """The row's value as an interval: the median's 95% CI for latency, a point otherwise."""
+        if self.name == "median":
+            return tuple(row.latency_ms.ci_median) if row.latency_ms else None  # type: ignore[return-value]
+        value = {"memory": row.memory.backend_mb, "prepare": row.prepare_s,
+                 "rel_l2": row.parity.rel_l2 if row.parity is not None else None}[self.name]
+        return (value, value) if value is not None else None
 
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.lower_is_better else a > b
+    def better(self, a: ResultRow, b: ResultRow) -> bool:
+        """a is better than b on this dimension: for latency, only when the CIs do not overlap."""
+        (a_lo, a_hi), (b_lo, b_hi) = self.interval(a), self.interval(b)  # type: ignore[misc]
+        return a_hi < b_lo if self.lower_is_better else a_lo > b_hi
+
+    def text(self, row: ResultRow) -> str:
+        if self.name == "median":
+            return f"median {row.latency_ms.median:.3f} ms"  # type: ignore[union-attr]
+        value = self.interval(row)[0]  # type: ignore[index]
+        return {"memory": f"memory {value:,.0f} MB", "prepare": f"prepare {value:.2f} s",
+                "rel_l2": f"rel-L2 {value:.2e}"}[self.name]
 
 
 DIMENSIONS: tuple[Dimension, ...] = (
-    Dimension("p99", "ms", True),
-    Dimension("throughput", "img/s", False),
+    Dimension("median", "ms", True),
     Dimension("memory", "MB", True),
     Dimension("prepare", "s", True),
     Dimension("rel_l2", "", True),
@@ -93,12 +105,16 @@ DIMENSIONS: tuple[Dimension, ...] = (
 @dataclass(frozen=True)
 class Runtime:
     row: ResultRow
-    role: Literal["recommended", "frontier", "dominated", "excluded"]
+    role: Role
     reason: str
 
     @property
     def label(self) -> str:
         return f"{self.row.backend_label} {self.row.dtype}"
+
+    @property
+    def doubts(self) -> list[str]:
+        return doubts(self.row)
 
 
 @dataclass(frozen=True)
@@ -107,20 +123,33 @@ class GroupRecommendation:
     batch_size: int
     image_size: int
     timing_mode: str
-    runtimes: tuple[Runtime, ...]          # recommended first, then frontier, dominated, excluded
+    runtimes: tuple[Runtime, ...]          # recommended or tied first, then frontier, dominated, excluded
     dimensions: tuple[str, ...]            # the Pareto dimensions used
     notes: tuple[str, ...] = ()
     device: str | None = None              # set when the run spans device models: each is recommended apart
 
     @property
     def recommended(self) -> Runtime | None:
+        """The winner; None when nothing meets the constraints or the best runtimes are tied."""
         return next((r for r in self.runtimes if r.role == "recommended"), None)
+
+    @property
+    def tied(self) -> tuple[Runtime, ...]:
+        return tuple(r for r in self.runtimes if r.role == "tied")
 
     @property
     def title(self) -> str:
         extra = f", {self.image_size}px" if self.image_size != 224 else ""
         on = f" on {self.device}" if self.device else ""
         return f"{self.model}, batch {self.batch_size}{extra} ({self.timing_mode} timing){on}"
+
+    @property
+    def verdict(self) -> str:
+        if self.recommended is not None:
+            return f"recommend {self.recommended.label}"
+        if self.tied:
+            return f"tie: {' = '.join(r.label for r in self.tied)} (statistically indistinguishable)"
+        return "no runtime meets the constraints"
 
 
 @dataclass(frozen=True)
@@ -132,24 +161,17 @@ class Recommendation:
 # ------------------------------------------------------------------------------------------ the logic
 
 
-def _fmt(dim: Dimension, value: float) -> str:
-    if dim.name == "rel_l2":
-        return f"rel-L2 {value:.2e}"
-    if dim.name == "throughput":
-        return f"{value:,.0f} img/s"
-    if dim.name == "memory":
-        return f"{value:,.0f} MB"
-    if dim.name == "prepare":
-        return f"prepare {value:.2f} s"
-    return f"p99 {value:.3f} ms"
+def median_text(row: ResultRow) -> str:
+    """'6.300 ms (95% CI 6.250-6.350)'"""
+    lat = row.latency_ms
+    return f"{lat.median:.3f} ms (95% CI {lat.ci_median[0]:.3f}-{lat.ci_median[1]:.3f})"  # type: ignore[union-attr]
 
 
-def constraint_memory(row: ResultRow) -> tuple[str, float] | None:
-    """The memory figure checked against --max-memory-gb: the backend's allocator peak when recorded,
-    else the process-wide figure (an upper bound: it includes the other backends of the process)."""
-    if row.memory.peak_allocated_mb is not None:
-        return "peak_allocated_mb", row.memory.peak_allocated_mb
-    return memory_figure(row)
+def _objective_text(row: ResultRow, objective: Objective) -> str:
+    lat = row.latency_ms
+    if objective == "latency":
+        return f"median {lat.median:.3f} ms, p99 {lat.p99:.3f} ms"  # type: ignore[union-attr]
+    return f"{row.throughput_ips:,.0f} img/s (median {lat.median:.3f} ms)"  # type: ignore[union-attr]
 
 
 def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
@@ -162,13 +184,10 @@ def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
         return f"fails parity ({row.parity.rule})"
     if constraints.max_p99_ms is not None and row.latency_ms.p99 > constraints.max_p99_ms:
         return f"p99 {row.latency_ms.p99:.3f} ms > --max-p99-ms {constraints.max_p99_ms:g}"
-    if constraints.max_memory_gb is not None:
-        figure = constraint_memory(row)
-        if figure is None:
-            return "memory not measured; --max-memory-gb cannot be checked"
-        if figure[1] / 1024.0 > constraints.max_memory_gb:
-            return (f"memory {figure[1] / 1024.0:.2f} GB ({figure[0]}) "
-                    f"> --max-memory-gb {constraints.max_memory_gb:g}")
+    backend_mb = row.memory.backend_mb
+    if constraints.max_memory_gb is not None and backend_mb is not None \
+            and backend_mb / 1024.0 > constraints.max_memory_gb:
+        return f"memory {backend_mb / 1024.0:.2f} GB (backend_mb) > --max-memory-gb {constraints.max_memory_gb:g}"
     if constraints.min_cosine is not None:
         if row.parity is None:
             return "no parity metrics; --min-cosine cannot be checked"
@@ -178,23 +197,43 @@ def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
 
 
 def _dominates(a: ResultRow, b: ResultRow, dims: Sequence[Dimension]) -> bool:
-    values = [(d, d.value(a), d.value(b)) for d in dims]
-    return (all(not d.better(vb, va) for d, va, vb in values)
-            and any(d.better(va, vb) for d, va, vb in values))
+    return not any(d.better(b, a) for d in dims) and any(d.better(a, b) for d in dims)
 
 
 def _worse_on(row: ResultRow, other: ResultRow, dims: Sequence[Dimension]) -> str:
-    return ", ".join(f"{_fmt(d, d.value(row))} vs {_fmt(d, d.value(other))}"
-                     for d in dims if d.better(d.value(other), d.value(row)))
+    return ", ".join(f"{d.text(row)} vs {d.text(other).split(' ', 1)[1]}" for d in dims if d.better(other, row))
 
 
 def _objective_value(row: ResultRow, objective: Objective) -> float:
-    return row.latency_ms.p99 if objective == "latency" else row.throughput_ips  # type: ignore[union-attr,return-value]
+    """Lower is better: the median, or minus images/s."""
+    return row.latency_ms.median if objective == "latency" else -row.throughput_ips  # type: ignore[union-attr,operator]
 
 
-def _objective_text(row: ResultRow, objective: Objective) -> str:
-    return (f"p99 {row.latency_ms.p99:.3f} ms" if objective == "latency"  # type: ignore[union-attr]
-            else f"{row.throughput_ips:,.0f} img/s")
+def _overlap(a: ResultRow, b: ResultRow) -> bool:
+    (a_lo, a_hi), (b_lo, b_hi) = a.latency_ms.ci_median, b.latency_ms.ci_median  # type: ignore[union-attr]
+    return a_lo <= b_hi and b_lo <= a_hi
+
+
+def _cheapness(row: ResultRow) -> tuple[float, float, float]:
+    return (row.prepare_s if row.prepare_s is not None else math.inf,
+            row.memory.backend_mb if row.memory.backend_mb is not None else math.inf,
+            row.latency_ms.median)  # type: ignore[union-attr]
+
+
+def _caution(row: ResultRow, clean: list[ResultRow], constraints: Constraints) -> str:
+    """What a pick's reason must add: '; caution: measured with warnings (busy, noisy); the best clean
+    runtime is eager fp32 (...)' and '; --max-memory-gb not checked: ...', or ''."""
+    text = ""
+    tags = doubts(row)
+    if tags:
+        text = f"; caution: measured with warnings ({', '.join(tags)})"
+        if clean:
+            best = min(clean, key=lambda r: _objective_value(r, constraints.objective))
+            text += (f"; the best clean runtime is {best.backend_label} {best.dtype} "
+                     f"({_objective_text(best, constraints.objective)})")
+    if constraints.max_memory_gb is not None and row.memory.backend_mb is None:
+        text += "; --max-memory-gb not checked: no per-backend memory figure"
+    return text
 
 
 def recommend_group(rows: Sequence[ResultRow], constraints: Constraints) -> GroupRecommendation:
@@ -204,62 +243,59 @@ def recommend_group(rows: Sequence[ResultRow], constraints: Constraints) -> Grou
     reasons = [(row, exclusion_reason(row, constraints)) for row in rows]
     excluded = [(row, reason) for row, reason in reasons if reason is not None]
     feasible = [row for row, reason in reasons if reason is None]
-    dims = [d for d in DIMENSIONS if feasible and all(d.value(row) is not None for row in feasible)]
+    dims = [d for d in DIMENSIONS if feasible and all(d.interval(row) is not None for row in feasible)]
     notes = [f"{d.name} not compared: {MISSING_WHY.get(d.name, 'not recorded for every runtime')}"
              for d in DIMENSIONS if d not in dims and feasible]
-    frontier = [row for row in feasible if not any(_dominates(other, row, dims) for other in feasible)]
+    unchecked = [row for row in feasible if row.memory.backend_mb is None]
+    if constraints.max_memory_gb is not None and unchecked:
+        notes.append("--max-memory-gb not checked for " + ", ".join(f"{r.backend_label} {r.dtype}" for r in unchecked)
+                     + ": no per-backend memory figure (process-wide figures include every backend of the "
+                       "process; on a GPU, runtimes that allocate outside torch's allocator have none)")
     runtimes: list[Runtime] = []
-    if frontier:
-        sign = 1.0 if objective == "latency" else -1.0
-        best_value = min(sign * _objective_value(row, objective) for row in frontier) * sign
-        near = [row for row in frontier
-                if abs(_objective_value(row, objective) / best_value - 1.0) <= NEAR_TIE]
-        memory_dim = next((d for d in dims if d.name == "memory"), None)
-        use_prepare = any(d.name == "prepare" for d in dims)
-
-        def tie_key(row: ResultRow) -> tuple[float, float, float]:
-            prepare = row.prepare_s if use_prepare else 0.0
-            memory = memory_dim.value(row) if memory_dim is not None else 0.0
-            return (prepare or 0.0, memory or 0.0, sign * _objective_value(row, objective))
-
-        chosen = min(near, key=tie_key)
-        best_row = min(frontier, key=lambda row: sign * _objective_value(row, objective))
-        word = "lowest p99" if objective == "latency" else "highest throughput"
-        if chosen is best_row or _objective_value(chosen, objective) == _objective_value(best_row, objective):
-            value = (f"{chosen.latency_ms.p99:.3f} ms" if objective == "latency"  # type: ignore[union-attr]
-                     else f"{chosen.throughput_ips:,.0f} img/s")
-            plural = "s" if len(feasible) != 1 else ""
-            why = f"{word} ({value}) of the {len(feasible)} runtime{plural} meeting the constraints"
+    if feasible:
+        clean = [row for row in feasible if is_clean(row)]
+        best = min(feasible, key=lambda row: _objective_value(row, objective))
+        tie = sorted((row for row in feasible if _overlap(row, best)), key=_cheapness)
+        word = "lowest median latency" if objective == "latency" else "highest throughput"
+        if len(tie) == 1:
+            others = len(feasible) - 1
+            why = (f"{word}: {_objective_text(best, objective)}; " +
+                   (f"ahead of the other {others} runtimes" if others > 1 else "ahead of the other runtime"
+                    if others else "the only runtime meeting the constraints") +
+                   (" meeting the constraints, beyond the 95% CIs" if others else ""))
+            runtimes.append(Runtime(best, "recommended", why + _caution(best, clean, constraints)))
         else:
-            cheaper = []
-            if (chosen.prepare_s is not None and best_row.prepare_s is not None
-                    and chosen.prepare_s < best_row.prepare_s):
-                cheaper.append(f"prepares in {chosen.prepare_s:.2f} s vs {best_row.prepare_s:.2f} s")
-            if memory_dim is not None and memory_dim.better(memory_dim.value(chosen),
-                                                            memory_dim.value(best_row)):
-                cheaper.append(f"{_fmt(memory_dim, memory_dim.value(chosen))} vs "
-                               f"{_fmt(memory_dim, memory_dim.value(best_row))}")
-            why = (f"within {NEAR_TIE:.0%} of the {word} ({best_row.backend_label} {best_row.dtype}: "
-                   f"{_objective_text(best_row, objective)} vs {_objective_text(chosen, objective)}) and "
-                   + (" and ".join(cheaper) or "cheaper to run"))
-        runtimes.append(Runtime(chosen, "recommended", why))
+            for index, row in enumerate(tie):
+                peers = ", ".join(f"{r.backend_label} {r.dtype} {r.latency_ms.median:.3f} ms"  # type: ignore[union-attr]
+                                  for r in tie if r is not row)
+                why = (f"statistically indistinguishable: median {median_text(row)} vs {peers}; "
+                       "the 95% CIs overlap")
+                if index == 0 and row.prepare_s is not None and tie[1].prepare_s is not None \
+                        and row.prepare_s < tie[1].prepare_s:
+                    why += f"; cheapest to prepare ({row.prepare_s:.2f} s)"
+                runtimes.append(Runtime(row, "tied", why + _caution(row, clean, constraints)))
+        ranked = [row for row in feasible if not any(row is t for t in tie)]
+        frontier = [row for row in ranked if not any(_dominates(other, row, dims) for other in feasible)]
         for row in frontier:
-            if row is chosen:
-                continue
-            gain = ", ".join(_fmt(d, d.value(row)) for d in dims if d.better(d.value(row), d.value(chosen)))
-            loss = _objective_value(row, objective) / _objective_value(chosen, objective) - 1.0
+            gain = ", ".join(d.text(row) for d in dims if d.better(row, best))
+            if objective == "latency":
+                loss = f"{row.latency_ms.median / best.latency_ms.median - 1.0:+.1%}"  # type: ignore[union-attr]
+            else:
+                loss = f"{row.throughput_ips / best.throughput_ips - 1.0:+.1%}"  # type: ignore[operator]
             runtimes.append(Runtime(row, "frontier",
-                                    f"Pareto-optimal, but {_objective_text(row, objective)} "
-                                    f"({loss:+.1%} vs the recommendation); "
+                                    f"Pareto-optimal, but {_objective_text(row, objective)} ({loss} vs "
+                                    f"{best.backend_label} {best.dtype}, 95% CIs apart); "
                                     f"better on: {gain or 'nothing decisive'}"))
-        for row in feasible:
+        for row in ranked:
             if any(row is member for member in frontier):
                 continue
-            dominator = chosen if _dominates(chosen, row, dims) else next(
-                other for other in frontier if _dominates(other, row, dims))
+            dominator = next(other for other in [*tie, *frontier, *feasible] if _dominates(other, row, dims))
             runtimes.append(Runtime(row, "dominated",
                                     f"dominated by {dominator.backend_label} {dominator.dtype}: "
                                     f"{_worse_on(row, dominator, dims) or 'no better on any dimension'}"))
+        if len(clean) < len(feasible):
+            notes.append("runtimes with entries under 'doubts' were measured under contention, noise or throttling; "
+                         "rerun on a quiet machine (resbench run --wait-idle SECONDS) before trusting their ranking")
     runtimes += [Runtime(row, "excluded", reason) for row, reason in excluded]
     return GroupRecommendation(first.model, first.batch_size, first.image_size, first.timing_mode,
                                tuple(runtimes), tuple(d.name for d in dims), tuple(notes))
@@ -300,6 +336,7 @@ def recommend_file(path: str, constraints: Constraints) -> Recommendation:
 
 
 # ------------------------------------------------------------------------------------------ rendering
+# ------------------------------------------------------------------------------------------ rendering
 
 
 def _cell(value: float | None, digits: str) -> str:
@@ -308,11 +345,12 @@ def _cell(value: float | None, digits: str) -> str:
     return format(value, digits)
 
 
-def _memory_cell(memory: tuple[str, float] | None) -> str:
-    if memory is None:
+def _median_cell(row: ResultRow) -> str:
+    """'6.300 ±0.050' (the median's 95% CI half-width)."""
+    if row.latency_ms is None:
         return "—"
-    suffix = {"peak_allocated_mb": "", "gpu_process_mb": " (proc)", "process_mb": " (RSS)"}[memory[0]]
-    return f"{memory[1]:,.0f}{suffix}"
+    low, high = row.latency_ms.ci_median
+    return f"{row.latency_ms.median:.3f} ±{(high - low) / 2:.3f}"
 
 
 def _constraints_line(constraints: Constraints) -> str:
@@ -327,7 +365,8 @@ def _constraints_line(constraints: Constraints) -> str:
     return "; ".join(parts)
 
 
-_ROLE_STYLE = {"recommended": "bold green", "frontier": "cyan", "dominated": "", "excluded": "dim"}
+_ROLE_STYLE = {"recommended": "bold green", "tied": "bold yellow", "frontier": "cyan", "dominated": "",
+               "excluded": "dim"}
 
 
 def print_recommendation(recommendation: Recommendation, console: Console) -> None:
@@ -338,28 +377,27 @@ def print_recommendation(recommendation: Recommendation, console: Console) -> No
     console.print(f"resbench recommend — {_constraints_line(recommendation.constraints)}", highlight=False,
                   markup=False)
     for group in recommendation.groups:
-        chosen = group.recommended
-        verdict = f"recommend {chosen.label}" if chosen else "no runtime meets the constraints"
-        table = Table(title=escape(f"{group.title}: {verdict}"), title_justify="left",
+        table = Table(title=escape(f"{group.title}: {group.verdict}"), title_justify="left",
                       caption=(f"Pareto over: {', '.join(group.dimensions)}" if group.dimensions else None),
                       caption_justify="left")
-        for header, justify in (("runtime", "left"), ("role", "left"), ("p99 ms", "right"),
-                                ("median ms", "right"), ("img/s", "right"), ("memory MB", "right"),
-                                ("prepare s", "right"), ("cosine", "right"), ("why", "left")):
+        for header, justify in (("runtime", "left"), ("role", "left"), ("median ms ±CI", "right"),
+                                ("p99 ms", "right"), ("img/s", "right"), ("memory MB", "right"),
+                                ("prepare s", "right"), ("cosine", "right"), ("doubts", "left"),
+                                ("why", "left")):
             table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
         for runtime in group.runtimes:
             row = runtime.row
-            memory = constraint_memory(row)
             style = _ROLE_STYLE[runtime.role]
             role = f"[{style}]{runtime.role}[/]" if style else runtime.role
+            doubt = ", ".join(runtime.doubts) if row.status == "ok" else ""
             table.add_row(
-                escape(runtime.label), role,
+                escape(runtime.label), role, _median_cell(row),
                 _cell(row.latency_ms.p99 if row.latency_ms else None, ".3f"),
-                _cell(row.latency_ms.median if row.latency_ms else None, ".3f"),
                 _cell(row.throughput_ips, ",.1f"),
-                _memory_cell(memory),
+                _cell(row.memory.backend_mb, ",.0f"),
                 _cell(row.prepare_s, ".2f"),
                 _cell(row.parity.cosine if row.parity else None, ".6f"),
+                f"[yellow]{escape(doubt)}[/]" if doubt else "",
                 escape(runtime.reason),
             )
         console.print(table)

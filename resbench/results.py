@@ -57,8 +57,12 @@ class LatencyStats(_Record):
 
 class Memory(_Record):
     """Each figure says what it is: allocator figures count torch's caching allocator only; process
-    figures count the whole process (RSS on CPU; NVML per-process GPU memory on CUDA)."""
+    figures count the whole process (RSS on CPU; NVML per-process GPU memory on CUDA). `backend_mb` is
+    the one comparable across the runtimes of a group (memory.py)."""
 
+    backend_mb: float | None = None          # this backend's own footprint (CPU: RSS; GPU: allocator), memory.py
+    prepare_mb: float | None = None          # CPU: RSS growth from its prepare (model copy to end of warm-up)
+    calls_mb: float | None = None            # CPU: peak RSS growth during its own timed calls
     peak_allocated_mb: float | None = None   # torch.cuda.max_memory_allocated during the backend's calls
     peak_reserved_mb: float | None = None    # torch.cuda.max_memory_reserved (allocator incl. cache)
     process_mb: float | None = None          # process peak RSS (CPU)
@@ -125,6 +129,8 @@ class ResultRow(_Record):
     numerics: dict[str, Any] = Field(default_factory=dict)         # TF32, cudnn.benchmark, builder flags...
     artifacts: dict[str, Any] = Field(default_factory=dict)        # provider, engine/package size, ...
     telemetry: dict[str, Any] = Field(default_factory=dict)
+    threads: int | None = None               # intra-op threads every runtime of the run used (threads.py)
+    system: dict[str, Any] = Field(default_factory=dict)           # machine load while measured (system.py)
     warnings: list[str] = Field(default_factory=list)
     placement: Placement | None = None       # where it ran, when the run spans machines
 

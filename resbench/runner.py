@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from resbench import system
 from resbench.dtypes import torch_dtype
 from resbench.environment import device_memory_bytes
 from resbench.errors import ModelError, ResbenchError, UsageError
@@ -151,8 +152,9 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
     """For --resume: refuse a run file of another suite; drop its unfinished rows; return the cases left."""
     recorded = run.suite
     current = suite.model_dump(mode="json")
-    if recorded != current:
-        keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    # a key missing from an older run file reads as None, the default of a key added since (e.g. threads)
+    keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    if keys:
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
                          f"(differs in: {', '.join(keys)})")
     run.rows = [r for r in run.rows if r.status in FINISHED]
@@ -181,7 +183,8 @@ def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
 def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
               executor: Executor | None = None, checked: Preflight | None = None,
               on_group_done: Callable[[list[Case], list[ResultRow]], None] = lambda _g, _r: None,
-              progress: ProgressFn = lambda _m: None) -> RunFile:
+              progress: ProgressFn = lambda _m: None, wait_idle_s: float | None = None,
+              strict: bool = False) -> RunFile:
     """Measure `cases` group by group with `executor` (default: fresh worker processes), appending rows
     to `run`. Rows already in `run` are kept.
 
@@ -189,7 +192,10 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
     or weights fail before the run file is written; the cases of a model whose own code failed its check
     get that fault's row without being measured. The run file is saved atomically as soon as a case's row
     is final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them),
-    so Ctrl-C or a killed run leaves a valid file with every finished case."""
+    so Ctrl-C or a killed run leaves a valid file with every finished case.
+
+    `wait_idle_s`: before each group, wait up to that long for the machine to go quiet (system.py).
+    `strict`: a row measured under contention becomes `failed`, its reason the contention warning."""
     executor = executor or get_executor("workers")
     if checked is None:
         checked = preflight(cases, isolate=not executor.in_process, repeat=repeat)
@@ -197,7 +203,8 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
     units = [Unit(g, k, tuple(group), checked.costs.get((group[0].model, group[0].image_size)),
                   f"[{k + 1}/{repeat}] " if repeat > 1 else "")
              for g, group in enumerate(groups) for k in range(repeat)]
-    sink = _RunFileSink(run, out, groups, repeat, on_group_done, progress)
+    sink = _RunFileSink(run, out, groups, repeat, on_group_done, progress, wait_idle_s, strict,
+                        device=cases[0].device if cases else "cpu")
     run.save(out)
     to_run = []
     for unit in units:
@@ -247,20 +254,30 @@ class _RunFileSink:
     had, then every group's rows in group order (a group's streamed rows until its final ones are in)."""
 
     def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeat: int,
-                 on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn):
+                 on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn,
+                 wait_idle_s: float | None = None, strict: bool = False, device: str = "cpu"):
         self.run, self.out, self.groups, self.repeat = run, out, groups, repeat
         self.on_group_done, self.progress = on_group_done, progress
+        self.wait_idle_s, self.strict, self.device = wait_idle_s, strict, device
         self.kept = list(run.rows)
         self.streamed: dict[int, dict[int, ResultRow]] = {}       # group -> case index -> row
         self.repetitions: dict[int, list[list[ResultRow]]] = {}   # group -> each finished repetition
         self.final: dict[int, list[ResultRow]] = {}                # group -> its rows
 
+    def unit_starting(self, unit: Unit) -> None:
+        if self.wait_idle_s is not None:
+            system.wait_for_idle(self.wait_idle_s, self.device, lambda m: self.progress(unit.label + m))
+
     def row(self, unit: Unit, index: int, row: ResultRow) -> None:
+        if self.strict:
+            row = system.fail_if_contended(row)
         if self.repeat == 1:  # a repeated run's rows combine K repetitions: saved per group instead
             self.streamed.setdefault(unit.group, {})[index] = row
             self._save()
 
     def unit_done(self, unit: Unit, rows: list[ResultRow]) -> None:
+        if self.strict:
+            rows = [system.fail_if_contended(row) for row in rows]
         done = self.repetitions.setdefault(unit.group, [])
         done.append(rows)
         if len(done) < self.repeat:

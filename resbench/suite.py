@@ -119,6 +119,9 @@ class Suite(_Strict):
     dtypes: list[DtypeName] = Field(min_length=1)
     image_size: int = 224
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
+    # intra-op threads of every runtime (torch, OpenMP, Inductor kernels, ONNX Runtime); None: the cores in
+    # the process's affinity mask (threads.py)
+    threads: int | None = Field(None, ge=1)
     timing: TimingConfig = TimingConfig()
     parity: ParityConfig = ParityConfig()
     cpu: CpuOverrides = CpuOverrides()
@@ -189,6 +192,7 @@ class Case(BaseModel):
     device: Literal["cuda", "cpu"]
     timing: TimingConfig
     parity: ParityConfig
+    threads: int | None = None   # the run's thread policy (threads.py); None: resolved where it is measured
 
     @property
     def backend_label(self) -> str:
@@ -323,6 +327,8 @@ def resolve_device(requested: str) -> Literal["cuda", "cpu"]:
 
 def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
     """The suite's matrix on `device` (cpu overrides applied): models x dtypes x batches x backends."""
+    from resbench import threads
+
     suite = suite.for_device(device)
     cases = []
     for model, dtype, batch, backend in itertools.product(
@@ -331,7 +337,7 @@ def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
         cases.append(Case(
             model=model.spec, backend=backend.name, options=_normalized_options(backend),
             batch_size=batch, dtype=dtype, image_size=suite.image_size, memory_format=suite.memory_format,
-            device=device, timing=suite.timing, parity=suite.parity,
+            device=device, timing=suite.timing, parity=suite.parity, threads=threads.resolve(suite.threads),
         ))
     return cases
 

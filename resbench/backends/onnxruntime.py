@@ -12,7 +12,8 @@ InferenceSession whose execution providers are tried in order of preference (Ten
   NCHW: a channels_last input is made contiguous on the device inside the call (one device copy, timed).
 - `prepare` exports, builds the session and runs it once (the TensorRT EP builds its engines on the first
   run), so `prepare_s` holds export + session + engine build.
-- A CUDA case whose session falls back to the CPU EP fails rather than timing the CPU."""
+- A CUDA case whose session falls back to the CPU EP fails rather than timing the CPU.
+- ORT's intra-op pool gets `torch.get_num_threads()` threads: the run's thread policy (threads.py)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,9 @@ class OnnxRuntimeBackend(Backend):
         session_options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                            LEVELS[options.graph_optimization_level])
         session_options.log_severity_level = 3  # errors only
+        # the run's thread policy (threads.py): ORT's own pool gets the count torch was given, not every core
+        session_options.intra_op_num_threads = torch.get_num_threads()
+        session_options.inter_op_num_threads = 1  # sequential execution: the inter-op pool is unused
         providers = self._providers(options, case, example.device)
         with tempfile.TemporaryDirectory(prefix="resbench-onnx-") as tmp:
             exported = export_onnx(model, example, Path(tmp) / "model.onnx")
@@ -177,6 +181,7 @@ class OnnxRuntimeBackend(Backend):
             "provider": active[0],
             "providers": active,
             "graph_optimization_level": LEVELS[options.graph_optimization_level],
+            "intra_op_num_threads": session_options.intra_op_num_threads,
             "io_binding": example.is_cuda,
             **exported.artifacts(),
             "session_s": session_s,

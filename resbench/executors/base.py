@@ -30,6 +30,9 @@ class Unit:
 
 
 class RowSink(Protocol):
+    def unit_starting(self, unit: Unit) -> None:
+        """`unit` is about to be measured (the runner may wait here for a quiet machine: --wait-idle)."""
+
     def row(self, unit: Unit, index: int, row: ResultRow) -> None:
         """Case `index` of `unit` has its final row."""
 
@@ -91,6 +94,7 @@ class SequentialExecutor(Executor):
 
     def run(self, units: Sequence[Unit], sink: RowSink) -> None:
         for unit in units:
+            sink.unit_starting(unit)
             rows = self.run_unit(
                 unit, lambda message, unit=unit: sink.progress(unit.label + message),
                 lambda index, row, unit=unit: sink.row(unit, index, row))

@@ -142,10 +142,9 @@ class RayExecutor(Executor):
         # num_gpus=0: the probe sees every GPU of its node (Ray sets no CUDA_VISIBLE_DEVICES), and its
         # process exits after it (max_calls=1), so its CUDA context holds no GPU memory during the run.
         task = ray.remote(max_calls=1)(_probe_node)
-        threads = int(self._task_resources(device)["num_cpus"]) or 1  # as in a task (Ray sets OMP_NUM_THREADS)
         refs = [task.options(num_cpus=0, num_gpus=0, max_retries=0,
                              scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(device, threads) for n in nodes]
+                .remote(device) for n in nodes]
         try:
             probes = ray.get(refs, timeout=PROBE_TIMEOUT_S)
         except Exception as exc:
@@ -236,8 +235,9 @@ class RayExecutor(Executor):
                       f"{status}: the Ray task on {flight.where} ended: {type(exc).__name__}: {_ray_reason(exc)}")
             return
         kind = item[0]
-        if kind == "placement":
+        if kind == "placement":  # the task began on its node
             flight.placement, flight.started = Placement.model_validate(item[1]), time.monotonic()
+            sink.unit_starting(flight.unit)  # (no wait: cli refuses --wait-idle with ray, it watches this machine)
         elif kind == "progress":
             sink.progress(f"{flight.unit.label}[{flight.where}] {item[1]}")
         elif kind == "row":
@@ -329,12 +329,15 @@ def _gpu_name(visible_entry: str) -> str | None:
         return None
 
 
-def _probe_node(device: str, threads: int) -> dict[str, Any]:
+def _probe_node(device: str) -> dict[str, Any]:
     import torch
 
+    from resbench import threads
     from resbench.environment import device_memory_bytes, fingerprint
 
-    torch.set_num_threads(threads)  # the fingerprint's torch_threads: what the measuring processes get
+    # The fingerprint's torch_threads as the measuring processes' default thread policy sets it (Ray's
+    # OMP_NUM_THREADS for this num_cpus=0 task says nothing about them); each row records its own.
+    torch.set_num_threads(threads.default_threads())
 
     here = placement_here(device)
     try:

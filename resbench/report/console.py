@@ -1,6 +1,8 @@
 """The terminal summary of a run: one rich table per (model, dtype), a row per backend x batch size with
-median and p99 latency, images/s, speedup over eager, TFLOP/s, peak memory and the parity verdict;
-skipped and failed rows keep their place with the reason."""
+the median and its 95% CI half-width (`30.2 ±0.4`), p99, images/s, speedup over eager, TFLOP/s, the
+backend's own memory and the parity verdict; skipped and failed rows keep their place with the reason.
+Rows whose timing is doubtful (measured under contention, through noise, throttled: doubts.py) are marked
+in yellow with the cause, and their warnings are listed under the tables."""
 
 from __future__ import annotations
 
@@ -10,13 +12,26 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from resbench.doubts import doubts, tag
 from resbench.results import ResultRow, RunFile
+
+MAX_WARNING_LINES = 12   # warnings listed under the tables; the run file keeps them all
 
 
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def fmt_median(row: ResultRow) -> str:
+    """'30.2 ±0.4': the median and the half-width of its distribution-free 95% CI, in the median's digits."""
+    lat = row.latency_ms
+    if lat is None:
+        return "-"
+    low, high = lat.ci_median
+    half = (high - low) / 2
+    return f"{fmt_ms(lat.median)} ±{half:.3f}" if lat.median < 10 else f"{lat.median:.1f} ±{half:.1f}"
 
 
 def fmt_tflops(row: ResultRow) -> str:
@@ -27,7 +42,11 @@ def fmt_tflops(row: ResultRow) -> str:
 
 
 def fmt_memory(row: ResultRow) -> str:
+    """The backend's own footprint when measured (`own`, comparable across runtimes); otherwise a
+    process-wide figure, named: `proc` (NVML, whole process) or `RSS` (peak RSS, whole process)."""
     m = row.memory
+    if m.backend_mb is not None:
+        return f"{m.backend_mb:,.0f} MB own"
     if m.gpu_process_mb is not None:
         return f"{m.gpu_process_mb:,.0f} MB (proc)"
     if m.peak_allocated_mb is not None:
@@ -65,10 +84,11 @@ def tables(run: RunFile) -> list[Table]:
     out = []
     for (model, dtype), rows in groups.items():
         first = rows[0]
+        threads = f" · {first.threads} threads" if first.threads else ""
         table = Table(title=f"{model} · {dtype} · {first.image_size}px · {first.memory_format} · "
-                            f"{first.timing_mode} timing, L2 {first.l2} · {first.device}",
+                            f"{first.timing_mode} timing, L2 {first.l2} · {first.device}{threads}",
                       title_justify="left", header_style="bold")
-        for name, justify in (("backend", "left"), ("batch", "right"), ("median ms", "right"),
+        for name, justify in (("backend", "left"), ("batch", "right"), ("median ms ±CI", "right"),
                               ("p99 ms", "right"), ("images/s", "right"), ("vs eager", "right"),
                               ("TFLOP/s", "right"), ("memory", "right"), ("parity", "left"),
                               ("notes", "left")):
@@ -80,14 +100,20 @@ def tables(run: RunFile) -> list[Table]:
                               f"[{status}]{r.status}[/]: {escape(r.reason or '')}")
                 continue
             lat = r.latency_ms
+            doubt = doubts(r)
             notes = f"n={lat.n}"
-            if r.warnings:
-                notes += f", [yellow]{len(r.warnings)} warning(s)[/]"
+            if doubt:
+                notes = f"[bold yellow]! {escape(', '.join(doubt))}[/], " + notes
+            others = len(r.warnings) - sum(1 for w in r.warnings if tag(w) is not None)
+            if others:
+                notes += f", {others} note{'s' if others > 1 else ''}"
             if r.repeat_medians_ms:
                 spread = (max(r.repeat_medians_ms) - min(r.repeat_medians_ms)) / min(r.repeat_medians_ms)
                 notes += f", repeat spread {spread:.1%}"
+            median = fmt_median(r)
             table.add_row(
-                escape(r.backend_label), str(r.batch_size), fmt_ms(lat.median), fmt_ms(lat.p99),
+                escape(r.backend_label), str(r.batch_size), f"[yellow]{median}[/]" if doubt else median,
+                fmt_ms(lat.p99),
                 f"{r.throughput_ips:,.1f}" if r.throughput_ips else "-",
                 f"{speedup[id(r)]:.2f}x" if id(r) in speedup else "-",
                 fmt_tflops(r),
@@ -105,7 +131,21 @@ def print_run(run: RunFile, console: Console | None = None) -> None:
                   f"{', dirty' if env.get('git_dirty') else ''})")
     for table in tables(run):
         console.print(table)
-    warned = [r for r in run.rows if r.warnings]
-    if warned:
-        console.print(f"[yellow]{sum(len(r.warnings) for r in warned)} warning(s) on {len(warned)} row(s); "
-                      "see `warnings` in the run file.[/]")
+    system = run.env.get("system") if isinstance(run.env.get("system"), dict) else {}
+    start = system.get("at_start") if isinstance(system.get("at_start"), dict) else None
+    if start and start.get("busy") and isinstance(start.get("other_cores"), int | float):
+        console.print(f"[bold yellow]machine busy at start: other processes used {start['other_cores']:.1f} of "
+                      f"{start.get('cores') or run.env.get('cpu_count', '?')} cores[/]", highlight=False)
+    lines = [(r, w) for r in run.rows for w in r.warnings]
+    if lines:
+        noisy = sum(1 for r in run.rows if doubts(r))
+        if noisy:
+            console.print(f"[bold yellow]! {noisy} row(s) measured under contention, noise or throttling: "
+                          "their medians may be off by more than their CIs say[/]", highlight=False)
+        for row, warning in lines[:MAX_WARNING_LINES]:
+            console.print(f"  {row.model} {escape(row.backend_label)} b{row.batch_size} {row.dtype}: {escape(warning)}",
+                          highlight=False)
+        if len(lines) > MAX_WARNING_LINES:
+            console.print(f"  ... {len(lines) - MAX_WARNING_LINES} more in `warnings` of the run file",
+                          highlight=False)
+

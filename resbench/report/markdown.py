@@ -101,7 +101,9 @@ def memory_cell(row: ResultRow) -> str:
     """The row's memory figures, each named (allocator peak is per backend; process figures are not)."""
     m = row.memory
     cells = []
-    if m.peak_allocated_mb is not None:
+    if m.backend_mb is not None:
+        cells.append(f"{m.backend_mb:,.0f} MB own")
+    if m.peak_allocated_mb is not None and m.peak_allocated_mb != m.backend_mb:
         cells.append(f"{m.peak_allocated_mb:,.0f} MB alloc")
     if m.gpu_process_mb is not None:
         cells.append(f"{m.gpu_process_mb:,.0f} MB proc")

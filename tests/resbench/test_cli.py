@@ -71,6 +71,7 @@ def test_env_reports_device_and_backends() -> None:
     (["run", "suites/smoke.yaml", "--device", "tpu"], "device 'tpu' is not allowed; one of: auto, cpu, cuda"),
     (["run", "suites/smoke.yaml", "--repeat", "0"], "--repeat 0 is not allowed"),
     (["run", "suites/smoke.yaml", "--bogus"], "No such option: --bogus"),
+    (["run", "suites/smoke.yaml", "--wait-idle", "-1"], "--wait-idle -1.0 is not allowed; it must be a number"),
 ])
 def test_usage_errors_are_one_line_exit_2(args: list[str], fragment: str) -> None:
     result = resbench(*args)
@@ -88,3 +89,12 @@ def test_invalid_suite_exits_2_before_any_work(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "dtypes[0]" in result.stderr and "'fp64'" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--debug", "recommend", "nope.json"], ["recommend", "nope.json", "--debug"],
+                                  ["recommend", "--debug", "nope.json"]])
+def test_debug_is_accepted_anywhere_on_the_command_line(args: list[str]) -> None:
+    result = resbench(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr and "RunFileError" in result.stderr   # --debug: the traceback
+    assert result.stderr.strip().splitlines()[-1] == "error: run file 'nope.json' does not exist"

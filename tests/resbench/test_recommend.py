@@ -1,8 +1,10 @@
-"""Runtime recommendation: constraints, the Pareto frontier, the pick, and why every other runtime lost."""
+"""Runtime recommendation: constraints, the ranking on the median with its CI (ties, clean wins, noisy
+rows), the Pareto frontier, and why every other runtime lost."""
 
 from __future__ import annotations
 
 import io
+from statistics import NormalDist
 
 import pytest
 from rich.console import Console
@@ -12,6 +14,8 @@ from resbench.recommend import Constraints, print_recommendation, recommend, rec
 from resbench.results import Memory, Parity, ResultRow, RunFile
 from resbench.stats import summarize
 
+BUSY = "machine busy: other processes used 1.7 of 2 cores while measured (allowed 0.2)"
+
 
 def _parity(cosine: float = 0.9999, passed: bool = True, rel_l2: float = 1e-3) -> Parity:
     return Parity(reference="fp64", rel_l2=rel_l2, max_abs=1e-2, cosine=cosine, sqnr_db=60.0, top1_agree=1.0,
@@ -19,20 +23,29 @@ def _parity(cosine: float = 0.9999, passed: bool = True, rel_l2: float = 1e-3) -
                   "err_ratio 9 > 3 and rel_l2 0.1 > bf16 floor 0.008")
 
 
-def runtime(backend: str, median_ms: float, *, p99_ms: float | None = None, memory_mb: float = 1000.0,
-            prepare_s: float = 1.0, batch: int = 32, dtype: str = "bf16", model: str = "resnet50",
-            parity: Parity | None = None, status: str = "ok", **options) -> ResultRow:
+def samples_around(median_ms: float, cv: float, n: int = 100, p99_ms: float | None = None) -> list[float]:
+    """n deterministic samples (normal quantiles) with this median and spread; the slowest two at p99_ms."""
+    normal = NormalDist()
+    values = [median_ms * (1 + cv * normal.inv_cdf((i + 0.5) / n)) for i in range(n)]
+    if p99_ms is not None:
+        values[-2:] = [p99_ms, p99_ms]
+    return values
+
+
+def runtime(backend: str, median_ms: float, *, cv: float = 0.002, p99_ms: float | None = None,
+            memory_mb: float | None = 1000.0, prepare_s: float = 1.0, batch: int = 32, dtype: str = "bf16",
+            model: str = "resnet50", parity: Parity | None = None, status: str = "ok",
+            warnings: tuple[str, ...] = (), **options) -> ResultRow:
     fields = dict(model=model, backend=backend, options=options, batch_size=batch, dtype=dtype,
                   image_size=224, memory_format="channels_last", timing_mode="device", device="cuda",
                   status=status)
     if status != "ok":
         return ResultRow(**fields, reason=f"{backend} failed to build")
-    p99 = p99_ms or median_ms * 1.05
-    samples = [median_ms] * 98 + [p99, p99]
+    samples = samples_around(median_ms, cv, p99_ms=p99_ms or median_ms * 1.05)
     return ResultRow(**fields, samples_ms=samples, latency_ms=summarize(samples),
-                     throughput_ips=batch / (median_ms * 1e-3), prepare_s=prepare_s,
-                     memory=Memory(peak_allocated_mb=memory_mb, gpu_process_mb=5000.0),
-                     parity=parity or _parity())
+                     throughput_ips=batch / (summarize(samples).median * 1e-3), prepare_s=prepare_s,
+                     memory=Memory(backend_mb=memory_mb, peak_allocated_mb=memory_mb, gpu_process_mb=5000.0),
+                     parity=parity or _parity(), warnings=list(warnings))
 
 
 def run(rows: list[ResultRow]) -> RunFile:
@@ -47,7 +60,13 @@ def reasons(group) -> dict[str, str]:
     return {r.row.backend_label + " " + r.row.dtype: r.reason for r in group.runtimes}
 
 
-def test_fastest_wins_and_everyone_else_gets_a_reason():
+def table(recommendation) -> str:
+    buffer = io.StringIO()
+    print_recommendation(recommendation, Console(file=buffer, width=250, color_system=None))
+    return buffer.getvalue()
+
+
+def test_a_clean_win_and_everyone_else_gets_a_reason():
     rows = [
         runtime("eager", 10.0, prepare_s=0.1),
         runtime("compile", 6.0, prepare_s=40.0),
@@ -56,16 +75,71 @@ def test_fastest_wins_and_everyone_else_gets_a_reason():
         runtime("onnxruntime", 5.0, parity=_parity(passed=False)),
     ]
     (group,) = recommend(run(rows), Constraints()).groups
-    assert group.recommended.row.backend == "compile"
+    assert group.recommended.row.backend == "compile" and group.tied == ()
+    assert group.verdict == "recommend compile bf16"
     assert roles(group) == {"compile bf16": "recommended", "eager bf16": "frontier",
                             "triton bf16": "dominated", "tensorrt bf16": "excluded",
                             "onnxruntime bf16": "excluded"}
     why = reasons(group)
-    assert why["compile bf16"] == "lowest p99 (6.300 ms) of the 3 runtimes meeting the constraints"
-    assert "better on: prepare 0.10 s" in why["eager bf16"]
-    assert why["triton bf16"].startswith("dominated by compile bf16: p99 7.350 ms vs p99 6.300 ms")
+    assert why["compile bf16"] == ("lowest median latency: median 6.000 ms, p99 6.300 ms; "
+                                   "ahead of the other 2 runtimes meeting the constraints, beyond the 95% CIs")
+    assert why["eager bf16"].startswith("Pareto-optimal, but median 10.000 ms")
+    assert "(+66.7% vs compile bf16, 95% CIs apart); better on: prepare 0.10 s" in why["eager bf16"]
+    assert why["triton bf16"].startswith("dominated by compile bf16: median 7.000 ms vs 6.000 ms")
     assert "skipped: tensorrt failed to build" in why["tensorrt bf16"]
     assert "fails parity" in why["onnxruntime bf16"]
+
+
+def test_overlapping_samples_are_a_tie_not_a_winner():
+    """The issue's case: onnxruntime's median 33.3 ms vs eager's 32.9 ms through 3% noise. The old rule
+    (lowest p99, i.e. the slowest sample) named a winner; the medians' CIs overlap, so it is a tie."""
+    rows = [runtime("onnxruntime", 33.3, cv=0.03, prepare_s=6.0, p99_ms=36.0),
+            runtime("eager", 32.9, cv=0.03, prepare_s=0.05, p99_ms=40.0),
+            runtime("compile", 45.0, prepare_s=30.0)]
+    (group,) = recommend(run(rows), Constraints()).groups
+    assert group.recommended is None
+    assert [t.label for t in group.tied] == ["eager bf16", "onnxruntime bf16"]   # cheapest to prepare first
+    assert group.verdict == "tie: eager bf16 = onnxruntime bf16 (statistically indistinguishable)"
+    why = reasons(group)
+    assert why["eager bf16"].startswith("statistically indistinguishable: median 32.900 ms (95% CI ")
+    assert why["eager bf16"].endswith("vs onnxruntime bf16 33.300 ms; the 95% CIs overlap; cheapest to "
+                                      "prepare (0.05 s)")
+    assert roles(group)["compile bf16"] == "dominated"
+    assert "tie: eager bf16 = onnxruntime bf16 (statistically indistinguishable)" in table(recommend(run(rows),
+                                                                                                    Constraints()))
+
+
+def test_latency_ranks_on_the_median_not_on_the_slowest_sample():
+    rows = [runtime("eager", 10.0, p99_ms=10.2), runtime("compile", 8.0, p99_ms=30.0)]
+    (group,) = recommend(run(rows), Constraints()).groups
+    assert group.recommended.row.backend == "compile"   # p99 3x worse, median 20% better
+    assert "p99 30.000 ms" in group.recommended.reason
+    (capped,) = recommend(run(rows), Constraints(max_p99_ms=20.0)).groups   # p99 as an SLA: a constraint
+    assert capped.recommended.row.backend == "eager"
+
+
+def test_throughput_objective_ranks_on_images_per_second():
+    rows = [runtime("eager", 10.0, prepare_s=0.1), runtime("compile", 7.0, prepare_s=40)]
+    (group,) = recommend(run(rows), Constraints(objective="throughput")).groups
+    assert group.recommended.row.backend == "compile"
+    assert group.recommended.reason.startswith("highest throughput: 4,571 img/s (median 7.000 ms")
+    assert "1,600 img/s" not in group.recommended.reason
+
+
+def test_noisy_rows_are_marked_and_never_silently_preferred():
+    rows = [runtime("eager", 10.0, prepare_s=0.1),
+            runtime("compile", 6.0, warnings=(BUSY, "CV 4.0% > 2.5%: latency varies between calls"))]
+    (group,) = recommend(run(rows), Constraints()).groups
+    assert group.recommended.row.backend == "compile"
+    assert group.recommended.doubts == ["busy", "CV 4.0%"]
+    assert group.recommended.reason.endswith(
+        "; caution: measured with warnings (busy, CV 4.0%); the best clean runtime is eager bf16 "
+        "(median 10.000 ms, p99 10.500 ms)")
+    assert any("measured under contention, noise or throttling" in note for note in group.notes)
+    text = table(recommend(run(rows), Constraints()))
+    assert "busy, CV 4.0%" in text and "doubts" in text
+    (clean,) = recommend(run([runtime("eager", 10.0), runtime("compile", 6.0)]), Constraints()).groups
+    assert "caution" not in clean.recommended.reason and clean.notes == ()
 
 
 def test_constraints_exclude_with_the_numbers():
@@ -78,28 +152,30 @@ def test_constraints_exclude_with_the_numbers():
     why = reasons(group)
     assert group.recommended.row.backend == "eager"
     assert why["compile bf16"] == "p99 30.000 ms > --max-p99-ms 20"
-    assert why["triton bf16"] == "memory 2.93 GB (peak_allocated_mb) > --max-memory-gb 2"
+    assert why["triton bf16"] == "memory 2.93 GB (backend_mb) > --max-memory-gb 2"
     assert why["tensorrt bf16"] == "cosine 0.995000 < --min-cosine 0.999"
+
+
+def test_memory_limit_judges_only_per_backend_figures_and_says_so():
+    """A process-wide figure (one worker's peak RSS, shared by every backend of the group) must never
+    exclude a runtime: the issue's `--max-memory-gb 1` excluded all of them on 2,413 MB of shared RSS."""
+    shared = Memory(process_mb=2413.0, source="process_mb: peak RSS of the worker")
+    rows = [runtime("eager", 10.0).model_copy(update={"memory": shared}),
+            runtime("onnxruntime", 12.0, memory_mb=300.0),
+            runtime("compile", 8.0, memory_mb=1500.0)]
+    (group,) = recommend(run(rows), Constraints(max_memory_gb=1.0)).groups
+    assert roles(group) == {"eager bf16": "recommended", "onnxruntime bf16": "dominated",
+                            "compile bf16": "excluded"}
+    assert reasons(group)["compile bf16"] == "memory 1.46 GB (backend_mb) > --max-memory-gb 1"
+    assert group.recommended.reason.endswith("; --max-memory-gb not checked: no per-backend memory figure")
+    assert "--max-memory-gb not checked for eager bf16: no per-backend memory figure" in " ".join(group.notes)
+    assert "memory not compared" in " ".join(group.notes)
 
 
 def test_nothing_meets_the_constraints():
     (group,) = recommend(run([runtime("eager", 10.0)]), Constraints(max_p99_ms=1.0)).groups
-    assert group.recommended is None and roles(group) == {"eager bf16": "excluded"}
-
-
-def test_throughput_objective_and_near_ties_prefer_the_cheaper_build():
-    rows = [runtime("eager", 10.0, p99_ms=10.2, prepare_s=0.1),
-            runtime("compile", 9.8, p99_ms=30.0, prepare_s=40)]
-    latency = recommend(run(rows), Constraints(objective="latency")).groups[0]
-    assert latency.recommended.row.backend == "eager"            # compile's p99 is 3x worse
-    throughput = recommend(run(rows), Constraints(objective="throughput")).groups[0]
-    # compile is 2% faster: within NEAR_TIE, so eager's 0.1 s prepare beats compile's 40 s
-    assert throughput.recommended.row.backend == "eager"
-    assert "within 3%" in throughput.recommended.reason and "prepares in 0.10 s vs 40.00 s" in \
-        throughput.recommended.reason
-    faster = [runtime("eager", 10.0, prepare_s=0.1), runtime("compile", 7.0, prepare_s=40)]
-    assert recommend(run(faster), Constraints(objective="throughput")).groups[0].recommended.row.backend == \
-        "compile"
+    assert group.recommended is None and group.tied == () and roles(group) == {"eager bf16": "excluded"}
+    assert group.verdict == "no runtime meets the constraints"
 
 
 def test_groups_per_model_and_batch_with_filters():

@@ -3,9 +3,11 @@ onnx.checker -> InferenceSession -> parity), plus the failure path of a model no
 
 from __future__ import annotations
 
+import copy
 import platform
 
 import onnxruntime as ort
+import psutil
 import pytest
 import torch
 from pydantic import ValidationError
@@ -160,3 +162,25 @@ def test_unexportable_model_fails_with_the_exporters_message(unexportable_model,
                                  "data-dependent expression"), first_line
     assert "\x1b[" not in first_line  # no terminal colour codes in a row's reason
     assert backend.artifacts() == {}
+
+
+def test_session_pool_follows_the_runs_thread_policy(tiny_model, case, example):
+    """ORT's intra-op pool takes torch.get_num_threads() (threads.py), not every core: a session made under
+    a policy of N threads starts N - 1 pool threads (the caller's thread is the Nth)."""
+    c = case("onnxruntime")
+    backend = get_backend("onnxruntime")
+    before_policy = torch.get_num_threads()
+    started = {}
+    try:
+        with torch.no_grad():
+            backend.prepare(copy.deepcopy(tiny_model), example(c), c)   # exporter and ORT loaded once
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                count = psutil.Process().num_threads()
+                session_forward = backend.prepare(copy.deepcopy(tiny_model), example(c), c)
+                started[threads] = psutil.Process().num_threads() - count
+                assert backend.artifacts()["intra_op_num_threads"] == threads
+                del session_forward
+    finally:
+        torch.set_num_threads(before_policy)
+    assert started[3] - started[1] == 2, started

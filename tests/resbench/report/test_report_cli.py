@@ -41,7 +41,8 @@ def test_report_writes_every_format(smoke, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert "resnet18" in out and all(f"wrote {path}" in out for path in paths.values())
     html = paths["--html"].read_text()
-    assert html.count("data:image/png;base64,") == 5 and "<script" not in html
+    # one model at one batch size: no latency-vs-batch or throughput-vs-depth plot, the other three
+    assert html.count("data:image/png;base64,") == 3 and "<script" not in html
     assert "### resbench run: smoke" in paths["--md"].read_text()
     assert len(list(csv.DictReader(paths["--csv"].open()))) == 2
     assert {b["params"]["backend"] for b in json.loads(paths["--pytest-benchmark"].read_text())["benchmarks"]} == \

@@ -26,7 +26,7 @@ def test_html_is_self_contained_and_has_its_plots(synthetic_run):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [title for title, _ in images] == ["Latency vs batch size", "Throughput vs depth",
                                               "Speedup over eager", "Latency distributions (p50 / p90 / p99)",
-                                              "Peak memory"]
+                                              "Memory per backend"]
     for _, data in images:
         assert base64.b64decode(data).startswith(PNG_MAGIC)
     # opens offline: nothing fetched, nothing executed
