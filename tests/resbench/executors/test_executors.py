@@ -25,3 +25,16 @@ def test_ray_without_its_extra_says_how_to_install_it(monkeypatch):
     with pytest.raises(UsageError, match=r"executor 'ray' needs the package ray; install it with "
                                          r"`pip install 'resbench\[ray\]'`"):
         get_executor("ray", address="head:6379")
+
+
+def test_wait_idle_is_refused_with_ray(monkeypatch, capsys):
+    """--wait-idle watches this machine; on a cluster the groups run elsewhere."""
+    from resbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["resbench", "run", "suite.yaml", "--executor", "ray", "--wait-idle", "5"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --wait-idle watches this machine; with --executor ray the groups run on the cluster's nodes: "
+        "leave it out"]
