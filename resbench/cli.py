@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from resbench.errors import ResbenchError, UsageError, one_of
+from resbench.errors import OutputError, ResbenchError, UsageError, cap, one_of
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Benchmark ResNet-family inference across runtimes.")
@@ -43,9 +43,20 @@ def _take_debug(argv: list[str]) -> list[str]:
     return argv
 
 
+RUNS_ROOT = Path("runs")
+
+
 def default_out_path(suite_name: str) -> Path:
+    """runs/<suite>/<time>.json, never an existing file (a second run in the same second gets -2, -3, ...),
+    and never outside runs/ (the suite name is a validated slug; this checks the path built from it too)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / suite_name / f"{stamp}.json"
+    path, number = RUNS_ROOT / suite_name / f"{stamp}.json", 2
+    while path.exists():
+        path, number = RUNS_ROOT / suite_name / f"{stamp}-{number}.json", number + 1
+    root = os.path.abspath(RUNS_ROOT)
+    if os.path.commonpath([root, os.path.abspath(path)]) != root or ".." in path.parts:
+        raise UsageError(f"suite name {suite_name!r} would put the run file outside {RUNS_ROOT}/")
+    return path
 
 
 @app.command()
@@ -56,8 +67,9 @@ def run(
                                                         "cases that are missing or did not finish")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the suite's, auto = cuda if "
                                                        "available)")] = None,
-    repeat: Annotated[int, typer.Option(help="Measure the whole suite K times; rows report the "
-                                             "run-to-run spread of the medians")] = 1,
+    repeat: Annotated[int | None, typer.Option(help="Measure the whole suite K times; rows report the "
+                                                    "run-to-run spread of the medians (default 1; --resume "
+                                                    "reuses the run file's)")] = None,
     no_isolation: Annotated[bool, typer.Option("--no-isolation", help="Run every group in this process "
                                                "instead of a fresh worker (debugging: a crash or hang then "
                                                "ends the run); the same as --executor in-process")] = False,
@@ -74,6 +86,8 @@ def run(
         "(other processes using under 10% of the cores; progress shown); then measure anyway")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail every row measured under contention (status "
                                          "failed, the cause as reason), for CI gates")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run file of another suite at "
+                                        "--out (a file resbench did not write is never replaced)")] = False,
 ) -> None:
     """Measure a suite and write a run file."""
     from rich.progress import (
@@ -85,13 +99,13 @@ def run(
         TimeRemainingColumn,
     )
 
-    from resbench import runner
+    from resbench import output_files, runner
     from resbench.executors import get_executor
     from resbench.report.console import print_run
-    from resbench.results import RunFile
+    from resbench.results import RunFile, RunSettings
     from resbench.suite import expand, load_suite
 
-    if repeat < 1:
+    if repeat is not None and repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
     if wait_idle is not None and not wait_idle >= 0:
         raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
@@ -101,19 +115,29 @@ def run(
     shard_of = runner.parse_shard(shard) if shard is not None else None
     runs_groups = get_executor("in-process" if no_isolation else executor, address=address)
     started = False
+    run_file: RunFile | None = None
     previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
     try:
         loaded = load_suite(suite)
         choice = _device_choice(device or loaded.device, here=runs_groups.name != "ray")
         out_path = out or resume or default_out_path(loaded.name)
-        runner.check_writable(out_path)
-        run_file = RunFile.load(resume) if resume is not None else None
-        with runs_groups:  # a Ray cluster is connected to (or started) here, and left (or stopped) at the end
+        resuming_in_place = resume is not None and output_files.resolve(resume) == output_files.resolve(out_path)
+        inputs = [suite] + ([resume] if resume is not None and not resuming_in_place else [])
+        target = output_files.check_run_output(out_path, suite_name=loaded.name, inputs=inputs,
+                                               force=force or resuming_in_place)
+        hint = (f"resbench run {suite} --resume {out_path}" + (f" --device {device}" if device else "")
+                + (f" --shard {shard}" if shard else "")
+                + (f" --executor ray --address {address}" if runs_groups.name == "ray" and address else
+                   " --executor ray" if runs_groups.name == "ray" else ""))
+        # a Ray cluster is connected to (or started) inside, and left (or stopped) at the end
+        with output_files.exclusive(target), runs_groups:
             resolved = runs_groups.resolve_device(choice)
             cases = expand(loaded, resolved)
             if shard_of is not None:
                 cases = runner.shard_cases(cases, *shard_of)
-            if run_file is not None:
+            if resume is not None:
+                run_file = RunFile.load(resume)
+                repeat = _resumed_repeat(repeat, run_file.settings.repeat, resume)
                 runner.check_same_shard(run_file, shard, str(resume))
                 cases = runner.pending_cases(run_file, loaded, cases, str(resume))
                 runs_groups.extend_environment(run_file.env, resolved)
@@ -121,7 +145,9 @@ def run(
                 env = runs_groups.environment(resolved)
                 if shard is not None:
                     env["shard"] = shard
-                run_file = RunFile(env=env, suite=loaded.model_dump(mode="json"))
+                run_file = RunFile(env=env, suite=loaded.model_dump(mode="json"),
+                                   settings=RunSettings(repeat=repeat or 1))
+            repeat = run_file.settings.repeat
             checked = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat,
                                        device_memory=runs_groups.device_memory_bytes)  # before any work
             _record_machine(run_file, loaded.threads, resolved, wait_idle, strict, resumed=resume is not None)
@@ -131,17 +157,22 @@ def run(
             with Progress(*columns, console=stderr, transient=False) as bar:
                 task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
                 runner.run_suite(
-                    cases, run_file, out_path, repeat=repeat, executor=runs_groups, checked=checked,
+                    cases, run_file, target, repeat=repeat, executor=runs_groups, checked=checked,
                     on_group_done=lambda group, _rows: bar.advance(task, len(group)),
                     progress=lambda message: bar.update(task, description=message),
                     wait_idle_s=wait_idle, strict=strict,
                 )
                 bar.update(task, description=f"{loaded.name}: done")
+    except output_files.WriteError as exc:
+        if not started:
+            raise
+        keeps = (f"{target} keeps every case saved before it; once there is room, finish with `{hint}`"
+                 if target.is_file() else "no run file was written; run again once there is room")
+        raise OutputError(f"{exc}; {keeps}") from None
     except KeyboardInterrupt:
-        if started and out_path.is_file():
-            stderr.print(f"run file {out_path} keeps {len(run_file.rows)} finished case(s); finish it with "
-                         f"`resbench run {suite} --resume {out_path}`", markup=False, highlight=False,
-                         soft_wrap=True)
+        if started and target.is_file() and run_file is not None:
+            stderr.print(f"run file {out_path} keeps {len(run_file.rows)} case(s); finish it with `{hint}`",
+                         markup=False, highlight=False, soft_wrap=True)
         # typer turns a KeyboardInterrupt into a returned exit code that main() does not see; an Abort
         # reaches main(), which exits 130
         raise typer.Abort() from None
@@ -165,6 +196,15 @@ def _record_machine(run_file, threads: int | None, device: str, wait_idle: float
     if not resumed:
         run_file.env["system"] = {"at_start": state.record(), "thread_policy": thread_policy.describe(threads),
                                   "wait_idle_s": wait_idle, "strict": strict}
+
+
+def _resumed_repeat(given: int | None, recorded: int, path: Path) -> int:
+    """--resume measures with the run file's --repeat; a different one given explicitly is refused (its
+    rows would combine another number of repetitions than the file's)."""
+    if given is not None and given != recorded:
+        raise UsageError(f"--repeat {given} differs from the --repeat {recorded} recorded in {str(path)!r}; "
+                         f"resume without --repeat (the recorded value is used)")
+    return recorded
 
 
 def _on_sigterm(handler):
@@ -191,10 +231,13 @@ def merge(
 ) -> None:
     """Join run files of one suite (shards, or runs on several machines) into one; refuses overlapping or
     inconsistent runs."""
+    from resbench import output_files
     from resbench.merge import merge_files
 
     merged = merge_files([str(r) for r in runs], only_device=only_device)
-    _write_output("--out", out, merged.save)
+    target = output_files.check_run_output(out, suite_name=str(merged.suite.get("name")), inputs=runs)
+    with output_files.exclusive(target):
+        _write_output("--out", out, lambda: merged.save(target))
     stdout.print(f"{len(merged.rows)} cases from {len(runs)} run file(s)", highlight=False)
 
 
@@ -275,13 +318,14 @@ def report(
     from resbench.report.pytest_benchmark import write_pytest_benchmark
     from resbench.results import RunFile
 
+    outputs = [(flag, path, write) for flag, path, write in (
+        ("--html", html, write_html), ("--md", md, write_markdown), ("--csv", csv, write_csv),
+        ("--pytest-benchmark", pytest_benchmark, write_pytest_benchmark)) if path is not None]
+    targets = _check_outputs([(flag, path) for flag, path, _ in outputs], inputs=[run_file])
     loaded = RunFile.load(run_file)
     print_run(loaded, stdout)
-    outputs = (("--html", html, write_html), ("--md", md, write_markdown), ("--csv", csv, write_csv),
-               ("--pytest-benchmark", pytest_benchmark, write_pytest_benchmark))
-    for flag, path, write in outputs:
-        if path is not None:
-            _write_output(flag, path, lambda target, write=write: write(loaded, target))
+    for (flag, path, write), target in zip(outputs, targets, strict=True):
+        _write_output(flag, path, lambda write=write, target=target: write(loaded, target))
 
 
 @app.command()
@@ -293,15 +337,21 @@ def compare(
         "e.g. median:5% (the default), p99:10%, memory:10%; repeatable")] = None,
     md: Annotated[Path | None, typer.Option(
         "--md", help="Write the comparison as Markdown (also when the gate fails)")] = None,
+    allow_insufficient: Annotated[bool, typer.Option(
+        "--allow-insufficient", help="Pass cases with too few samples to judge (INSUFFICIENT) instead of "
+        "failing on them")] = False,
 ) -> None:
-    """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression, 2 on bad input."""
+    """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression or a case with too few
+    samples to judge, 2 on bad input."""
     from resbench.compare import compare_files, print_comparison, render_markdown
+    from resbench.output_files import replace_file
 
-    comparison = compare_files(str(baseline), str(candidate), fail_on or [])
+    targets = _check_outputs([("--md", md)] if md is not None else [], inputs=[baseline, candidate])
+    comparison = compare_files(str(baseline), str(candidate), fail_on or [], allow_insufficient=allow_insufficient)
     print_comparison(comparison, stdout)
     if md is not None:
         text = render_markdown(comparison)
-        _write_output("--md", md, lambda target: target.write_text(text, encoding="utf-8"))
+        _write_output("--md", md, lambda: replace_file(targets[0], text))
     if comparison.exit_code:
         # SystemExit, not typer.Exit: under standalone_mode=False click *returns* Exit's code from app()
         # instead of raising it, and main() exits 0 after app() returns.
@@ -331,12 +381,30 @@ def recommend(
     print_recommendation(recommend_file(str(run_file), constraints), stdout)
 
 
+def _check_outputs(outputs: list[tuple[str, Path]], inputs: list[Path]) -> list[Path]:
+    """Before any work: every output path may be written (output_files.check_report_output: never an
+    input, a run file, a device, a FIFO or a directory), and no two outputs are the same file."""
+    from resbench.output_files import check_report_output
+
+    targets: list[Path] = []
+    for flag, path in outputs:
+        target = check_report_output(path, flag=flag, inputs=inputs)
+        if target in targets:
+            raise UsageError(f"{flag} {str(path)!r} is also the path of another output; give each its own")
+        targets.append(target)
+    return targets
+
+
 def _write_output(flag: str, path: Path, write) -> None:
-    """Write one output file; a path that cannot be written is a usage error naming the flag and path."""
+    """Write one output file; a write that fails (a full disk) is one line naming the flag and path."""
+    from resbench.output_files import WriteError
+
     try:
-        write(path)
+        write()
+    except WriteError as exc:
+        raise OutputError(f"{flag} {str(path)!r}: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc}") from None
+        raise OutputError(f"{flag} {str(path)!r} cannot be written: {exc.strerror or exc}") from None
     stdout.print(f"wrote {path}", highlight=False)
 
 
@@ -392,7 +460,7 @@ def main() -> None:
     except Exception as exc:
         if _state["debug"] or os.environ.get("RESBENCH_DEBUG"):
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = cap(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         stderr.print(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                      markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)

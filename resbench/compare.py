@@ -1,31 +1,36 @@
 """The regression gate: two run files in, one verdict per case out, and an exit code.
 
 Cases are matched by identity (model, backend and options, batch, dtype, image size, memory format,
-timing mode). Each timing verdict is decided from the raw samples, never from the stored medians:
+timing mode). Each timing verdict is decided from the raw samples, never from the stored medians (run
+files are validated on load: every sample is a finite, positive number of milliseconds):
 
 - Δ = stat(candidate) / stat(baseline) - 1, where stat is the median (or a nearest-rank percentile);
-- a 99% percentile-bootstrap CI of Δ (10,000 resamples per side, drawn exactly from the order-statistic
-  distribution, seeded from the case identity so a verdict never changes between invocations);
-- a two-sided Mann-Whitney U test on the two sample sets (median only; exact for small samples without
-  ties, normal approximation with tie and continuity correction otherwise), significant when
-  p < alpha = 0.002 / m, m = the number of cases compared (Bonferroni: at most a 0.2% chance that a
-  comparison of two equal runs flags any case, however many cases the suite has).
+- a 99% percentile-bootstrap CI of Δ (scipy.stats.bootstrap, 10,000 resamples of each side independently,
+  seeded from the case identity so a verdict never changes between invocations);
+- a two-sided Mann-Whitney U test on the two sample sets (scipy.stats.mannwhitneyu; median only),
+  significant when p < alpha = 0.002 / m, m = the number of cases compared (Bonferroni: at most a 0.2%
+  chance that a comparison of two equal runs flags any case, however many cases the suite has).
 
-| verdict   | rule (min_effect = the --fail-on percentage, 5% for the median by default)                   |
-|-----------|----------------------------------------------------------------------------------------------|
-| SLOWER    | p < alpha and Δ >= +min_effect and CI low > 0 (and the same verdict in SM-clock cycles)      |
-| FASTER    | p < alpha and Δ <= -min_effect and CI high < 0 (and the same in cycles)                      |
-| SAME      | the whole CI inside (-min_effect, +min_effect)                                                |
-| AMBIGUOUS | anything else; also: < 7 samples a side, a throttled row, time and cycle verdicts disagreeing |
+| verdict      | rule (min_effect = the --fail-on percentage, 5% for the median by default)                |
+|--------------|-------------------------------------------------------------------------------------------|
+| SLOWER       | every candidate sample > every baseline sample x (1 + min_effect), at any n; or p < alpha  |
+|              | and Δ >= +min_effect and CI low > 0 (and the same verdict in SM-clock cycles)              |
+| FASTER       | the mirror image (and the same in cycles)                                                  |
+| INSUFFICIENT | too few samples for any verdict: the rank test cannot reach p < alpha at these n (or a     |
+|              | percentile has < 5 samples beyond it); fails the gate unless --allow-insufficient          |
+| SAME         | the whole CI inside (-min_effect, +min_effect)                                             |
+| AMBIGUOUS    | anything else; also: a throttled row, time and cycle verdicts disagreeing                  |
 
 Percentile gates (p90/p95/p99) use the bootstrap CI as their test (no rank test: Mann-Whitney tests a
 shift of the whole distribution, not of a tail) and need >= 5 samples beyond the percentile on each side
-(p99: 500 samples). Exit code: 1 when any gated metric is SLOWER, a case broke (ran in the baseline, not
-in the candidate), parity went from pass to fail, or memory grew past `memory:N%`; otherwise 0. Input
-and usage errors raise ResbenchError (exit 2), so a missing baseline is never a pass."""
+(p99: 500 samples). Exit code: 1 when any gated metric is SLOWER or INSUFFICIENT (unless allowed), a case
+broke (ran in the baseline, not in the candidate), parity went from pass to fail, or memory grew past
+`memory:N%`; otherwise 0. Input and usage errors raise ResbenchError (exit 2), so a missing baseline is
+never a pass."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import zlib
@@ -50,7 +55,8 @@ if TYPE_CHECKING:
 P_THRESHOLD = 0.002                 # asv's significance level, here for the whole comparison (Bonferroni)
 CI_LEVEL = 0.99                     # coverage of the bootstrap CI of Δ
 BOOTSTRAP_RESAMPLES = 10_000
-MIN_SAMPLES = 7                     # smallest n a side at which an exact two-sided U test reaches p < 0.002
+BOOTSTRAP_MAX_SAMPLES = 2_000       # larger sides are thinned to this many order statistics (_thinned)
+BOOTSTRAP_BATCH_VALUES = 4_000_000  # resampled values held at once per side (32 MB of float64)
 MIN_TAIL_SAMPLES = 5                # samples beyond a percentile, per side, before a percentile gate decides
 DEFAULT_THRESHOLDS: dict[str, float] = {"median": 0.05}   # asv's default min_effect (asv #456)
 TIMING_METRICS: tuple[str, ...] = ("median", "p90", "p95", "p99")
@@ -69,6 +75,7 @@ class Verdict(str, Enum):
     FASTER = "FASTER"
     SLOWER = "SLOWER"
     AMBIGUOUS = "AMBIGUOUS"
+    INSUFFICIENT = "INSUFFICIENT"  # too few samples for any verdict: fails the gate (--allow-insufficient)
     BROKEN = "BROKEN"          # ok in the baseline, not ok (failed, oom, skipped...) in the candidate
     FIXED = "FIXED"            # not ok in the baseline, ok in the candidate
     NOT_RUN = "NOT_RUN"        # not ok on both sides
@@ -109,59 +116,6 @@ def thresholds_from_specs(specs: Sequence[str]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------ statistics
 
 
-def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks with ties averaged, and the size of every tie group."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    boundaries = np.flatnonzero(np.diff(ordered)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(values)]))
-    group_rank = (starts + ends + 1) / 2.0      # mean of the 1-based ranks start+1 .. end
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks, ends - starts
-
-
-def _exact_u_distribution(n1: int, n2: int) -> np.ndarray:
-    """Counts of every U in 0..n1*n2 when the ranks are a random permutation (no ties): the coefficients of
-    the Gaussian binomial [n1+n2 choose n1]_q, built as prod_i (1 - q^(n2+i)) / (1 - q^i)."""
-    counts = np.zeros(n1 * n2 + 1, dtype=np.int64)
-    counts[0] = 1
-    for i in range(1, n1 + 1):
-        shift = n2 + i
-        multiplied = counts.copy()
-        multiplied[shift:] -= counts[:-shift]
-        for k in range(i, len(multiplied)):      # divide by (1 - q^i): b[k] = a[k] + b[k - i]
-            multiplied[k] += multiplied[k - i]
-        counts = multiplied
-    return counts
-
-
-def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> float:
-    """Two-sided p-value of the Mann-Whitney U test (scipy.stats.mannwhitneyu, method='auto', agrees)."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    ranks, ties = _average_ranks(np.concatenate((a, b)))
-    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
-    has_ties = bool((ties > 1).any())
-    if not has_ties and max(n1, n2) <= 8:
-        counts = _exact_u_distribution(n1, n2)
-        total = float(counts.sum())
-        k = int(round(u1))
-        p_low, p_high = counts[: k + 1].sum() / total, counts[k:].sum() / total
-        return float(min(1.0, 2.0 * min(p_low, p_high)))
-    n = n1 + n2
-    mu = n1 * n2 / 2.0
-    tie_term = float((ties.astype(float) ** 3 - ties).sum()) / (n * (n - 1))
-    variance = n1 * n2 / 12.0 * ((n + 1) - tie_term)
-    if variance <= 0:
-        return 1.0
-    z = max(0.0, abs(u1 - mu) - 0.5) / math.sqrt(variance)
-    return float(min(1.0, math.erfc(z / math.sqrt(2.0))))
-
-
 def statistic(samples: Sequence[float], metric: str) -> float:
     """The median (two middle samples averaged for even n) or a nearest-rank percentile, as stats.py."""
     ordered = sorted(samples)
@@ -170,36 +124,71 @@ def statistic(samples: Sequence[float], metric: str) -> float:
     return nearest_rank(ordered, float(metric[1:]))
 
 
-def _bootstrap_statistic(ordered: np.ndarray, metric: str, resamples: int,
-                         rng: np.random.Generator) -> np.ndarray:
-    """`resamples` draws of the statistic of a with-replacement resample of `ordered`, drawn exactly.
-
-    The r-th smallest of n uniform indices into the sorted samples is floor(n * V) with V ~ Beta(r, n+1-r)
-    (floor is monotone), so the statistic of a resample costs O(1) instead of O(n)."""
-    n = len(ordered)
+def _statistic_along(values: np.ndarray, metric: str, axis: int = -1) -> np.ndarray:
+    """`statistic` of every slice along `axis` (numpy's inverted_cdf percentile is the nearest rank)."""
     if metric == "median":
-        k = (n + 1) // 2 if n % 2 else n // 2
-        lower = rng.beta(k, n + 1 - k, size=resamples)
-        low_value = ordered[np.minimum((lower * n).astype(np.int64), n - 1)]
-        if n % 2:
-            return low_value
-        upper = lower + (1.0 - lower) * rng.beta(1, n - k, size=resamples)
-        return 0.5 * (low_value + ordered[np.minimum((upper * n).astype(np.int64), n - 1)])
-    rank = max(1, math.ceil(float(metric[1:]) / 100.0 * n))
-    draws = rng.beta(rank, n + 1 - rank, size=resamples)
-    return ordered[np.minimum((draws * n).astype(np.int64), n - 1)]
+        return np.median(values, axis=axis)
+    return np.percentile(values, float(metric[1:]), axis=axis, method="inverted_cdf")
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test: scipy.stats.mannwhitneyu, method 'auto' (exact when a
+    side has <= 8 samples and there are no ties, else the normal approximation with tie and continuity
+    correction)."""
+    from scipy.stats import mannwhitneyu
+
+    if len(x) == 0 or len(y) == 0:
+        return 1.0
+    return float(mannwhitneyu(x, y, alternative="two-sided", method="auto").pvalue)
+
+
+@functools.lru_cache(maxsize=4096)
+def smallest_p_value(n_base: int, n_cand: int) -> float:
+    """The smallest two-sided p-value the U test can give for these sample sizes (complete separation,
+    no ties). When even that is >= alpha, no data of these sizes can show a difference: INSUFFICIENT.
+    Sides beyond 1,000 samples are counted as 1,000 (p only falls with n; the test is then decisive)."""
+    a, b = min(n_base, 1000), min(n_cand, 1000)
+    return mann_whitney_u(np.arange(a, dtype=float), np.arange(a, a + b, dtype=float))
+
+
+def _thinned(ordered: np.ndarray, limit: int = BOOTSTRAP_MAX_SAMPLES) -> np.ndarray:
+    """At most `limit` evenly spaced order statistics of sorted samples (all of them when n <= limit).
+
+    Bootstrapping n samples costs O(resamples x n): 35 s for 100,000 samples a side on 2 cores. The
+    thinned set has the same distribution at a coarser grain, so its bootstrap CI is that of a
+    `limit`-sample run: wider than the full set's, never narrower (a conservative gate)."""
+    n = len(ordered)
+    if n <= limit:
+        return ordered
+    return ordered[((np.arange(limit) + 0.5) * n / limit).astype(np.int64)]
 
 
 def bootstrap_delta_ci(base: Sequence[float], cand: Sequence[float], metric: str, seed: int,
                        level: float = CI_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """Percentile-bootstrap CI of stat(cand)/stat(base) - 1, resampling each side independently."""
-    rng = np.random.default_rng(seed)
-    b = _bootstrap_statistic(np.sort(np.asarray(base, dtype=float)), metric, resamples, rng)
-    c = _bootstrap_statistic(np.sort(np.asarray(cand, dtype=float)), metric, resamples, rng)
-    deltas = c / b - 1.0
-    alpha = 1.0 - level
-    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+    """Percentile-bootstrap CI of stat(cand)/stat(base) - 1, resampling each side independently
+    (scipy.stats.bootstrap, seeded so that a verdict never changes between invocations)."""
+    from scipy.stats import bootstrap
+
+    b = _thinned(np.sort(np.asarray(base, dtype=float)))
+    c = _thinned(np.sort(np.asarray(cand, dtype=float)))
+
+    def delta(base_resample: np.ndarray, cand_resample: np.ndarray, axis: int = -1) -> np.ndarray:
+        return _statistic_along(cand_resample, metric, axis) / _statistic_along(base_resample, metric, axis) - 1.0
+
+    batch = max(1, BOOTSTRAP_BATCH_VALUES // max(len(b), len(c)))   # bounds memory: batch x n floats a side
+    result = bootstrap((b, c), delta, n_resamples=resamples, batch=batch, vectorized=True, paired=False,
+                       confidence_level=level, method="percentile", **_seeded(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _seeded(seed: int) -> dict[str, np.random.Generator]:
+    """scipy >= 1.15 takes `rng`; older releases `random_state`."""
+    import inspect
+
+    from scipy.stats import bootstrap
+
+    name = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
+    return {name: np.random.default_rng(seed)}
 
 
 # ------------------------------------------------------------------------------------------ one metric
@@ -225,43 +214,72 @@ def _seed(identity: tuple, metric: str) -> int:
     return zlib.crc32(repr((identity, metric)).encode())
 
 
-Decision = tuple[Verdict, float, tuple[float, float] | None, float | None, str]
+@dataclass(frozen=True)
+class Decision:
+    """One metric's verdict from two raw sample sets, before telemetry (throttling, clocks) is consulted."""
+
+    verdict: Verdict
+    delta: float                         # cand / base - 1
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    reason: str = ""
+    separated: bool = False              # decided by complete separation beyond the threshold
+
+
+def _separation(base: Sequence[float], cand: Sequence[float], min_effect: float) -> Verdict | None:
+    """SLOWER when every candidate sample is slower than every baseline sample by more than min_effect
+    (FASTER for the mirror image): no test is needed to see it, and no sample count excuses passing it."""
+    if min(cand) > max(base) * (1.0 + min_effect):
+        return Verdict.SLOWER
+    if max(cand) < min(base) * (1.0 - min_effect):
+        return Verdict.FASTER
+    return None
 
 
 def decide(base: Sequence[float], cand: Sequence[float], metric: str, min_effect: float, seed: int,
            alpha: float = P_THRESHOLD) -> Decision:
-    """(verdict, Δ, CI, p, reason) for one metric from two raw sample sets; `alpha` is the rank test's
-    significance level (already divided by the number of cases)."""
+    """The verdict for one metric from two raw sample sets (positive and finite: results.py checks them
+    on load); `alpha` is the rank test's significance level (already divided by the number of cases)."""
     n_base, n_cand = len(base), len(cand)
     if min(n_base, n_cand) == 0:
-        return Verdict.AMBIGUOUS, math.nan, None, None, "no raw samples stored"
-    base_stat, cand_stat = statistic(base, metric), statistic(cand, metric)
-    delta = cand_stat / base_stat - 1.0 if base_stat > 0 else math.nan
-    if not math.isfinite(delta):
-        return Verdict.AMBIGUOUS, delta, None, None, "baseline statistic is not positive"
-    if min(n_base, n_cand) < MIN_SAMPLES:
-        return (Verdict.AMBIGUOUS, delta, None, None,
-                f"too few samples (n={n_base} vs {n_cand}; need >= {MIN_SAMPLES} a side)")
-    if metric != "median":
+        return Decision(Verdict.INSUFFICIENT, math.nan, reason="no raw samples stored")
+    delta = statistic(cand, metric) / statistic(base, metric) - 1.0
+    separated = _separation(base, cand, min_effect)
+    separation = ""
+    if separated is not None:
+        side = "slower" if separated is Verdict.SLOWER else "faster"
+        separation = (f"every candidate sample is more than {min_effect:.0%} {side} than every baseline sample "
+                      f"(n={n_base} vs {n_cand})")
+    floor = smallest_p_value(n_base, n_cand) if metric == "median" else 0.0
+    too_few = ""
+    if floor >= alpha:
+        too_few = (f"too few samples to decide (n={n_base} vs {n_cand}): the rank test cannot reach "
+                   f"p < {alpha:.2g} with so few (its smallest p is {floor:.2g})")
+    elif metric != "median":
         tail = 1.0 - float(metric[1:]) / 100.0
         need = math.ceil(MIN_TAIL_SAMPLES / tail - 1e-9)
         if min(n_base, n_cand) < need:
-            return (Verdict.AMBIGUOUS, delta, None, None,
-                    f"too few samples for {metric} (n={n_base} vs {n_cand}; need >= {need} a side)")
+            too_few = f"too few samples for {metric} (n={n_base} vs {n_cand}; need >= {need} a side)"
+    if too_few:
+        if separated is not None:
+            return Decision(separated, delta, reason=separation, separated=True)
+        return Decision(Verdict.INSUFFICIENT, delta, reason=too_few)
     ci = bootstrap_delta_ci(base, cand, metric, seed)
     p_value = mann_whitney_u(base, cand) if metric == "median" else None
     significant = p_value is None or p_value < alpha
     if significant and delta >= min_effect and ci[0] > 0:
-        return Verdict.SLOWER, delta, ci, p_value, ""
-    if significant and delta <= -min_effect and ci[1] < 0:
-        return Verdict.FASTER, delta, ci, p_value, ""
-    if -min_effect < ci[0] and ci[1] < min_effect:
-        return Verdict.SAME, delta, ci, p_value, ""
-    if p_value is not None and not significant and abs(delta) >= min_effect:
-        reason = f"not significant (p={p_value:.2g} >= alpha {alpha:.2g})"
+        verdict, reason = Verdict.SLOWER, ""
+    elif significant and delta <= -min_effect and ci[1] < 0:
+        verdict, reason = Verdict.FASTER, ""
+    elif -min_effect < ci[0] and ci[1] < min_effect:
+        verdict, reason = Verdict.SAME, ""
+    elif p_value is not None and not significant and abs(delta) >= min_effect:
+        verdict, reason = Verdict.AMBIGUOUS, f"not significant (p={p_value:.2g} >= alpha {alpha:.2g})"
     else:
-        reason = f"CI [{ci[0]:+.1%}, {ci[1]:+.1%}] crosses ±{min_effect:.0%}"
-    return Verdict.AMBIGUOUS, delta, ci, p_value, reason
+        verdict, reason = Verdict.AMBIGUOUS, f"CI [{ci[0]:+.1%}, {ci[1]:+.1%}] crosses ±{min_effect:.0%}"
+    if separated is not None and verdict is not separated:   # the separation decides
+        verdict, reason = separated, separation
+    return Decision(verdict, delta, ci, p_value, reason, separated=separated is not None)
 
 
 def _sm_clock(row: ResultRow) -> float | None:
@@ -276,27 +294,40 @@ def _sm_clock(row: ResultRow) -> float | None:
 def compare_metric(base: ResultRow, cand: ResultRow, metric: str, min_effect: float,
                    gated: bool, alpha: float = P_THRESHOLD) -> MetricVerdict:
     identity = base.identity
-    verdict, delta, ci, p_value, reason = decide(base.samples_ms, cand.samples_ms, metric, min_effect,
-                                                 _seed(identity, metric), alpha)
+    decision = decide(base.samples_ms, cand.samples_ms, metric, min_effect, _seed(identity, metric), alpha)
+    verdict, reason = decision.verdict, decision.reason
     base_ms = statistic(base.samples_ms, metric) if base.samples_ms else math.nan
     cand_ms = statistic(cand.samples_ms, metric) if cand.samples_ms else math.nan
     throttled = [side for side, row in (("baseline", base), ("candidate", cand))
                  if row.telemetry.get("throttled")]
-    if throttled:
+    if decision.separated:
+        # Decisive whatever the telemetry says (a candidate slower in every sample must never pass); what
+        # the telemetry saw goes into the reason. A one-off clock drop is what the CI workflow's rerun in
+        # the reverse order filters out.
+        clock_base, clock_cand = _sm_clock(base), _sm_clock(cand)
+        seen = [f"{' and '.join(throttled)} throttled"] if throttled else []
+        if clock_base is not None and clock_cand is not None and abs(clock_cand / clock_base - 1) > 0.02:
+            seen.append(f"SM clock {clock_base:.0f} -> {clock_cand:.0f} MHz")
+        if seen:
+            reason = "; ".join([*([reason] if reason else []), f"note: {', '.join(seen)}"])
+    elif verdict is Verdict.INSUFFICIENT:
+        pass
+    elif throttled:
         verdict, reason = Verdict.AMBIGUOUS, f"{' and '.join(throttled)} throttled"
     elif verdict is not Verdict.AMBIGUOUS:
         clock_base, clock_cand = _sm_clock(base), _sm_clock(cand)
         if clock_base is not None and clock_cand is not None:
             cycles_verdict = decide([s * clock_base for s in base.samples_ms],
                                     [s * clock_cand for s in cand.samples_ms], metric, min_effect,
-                                    _seed(identity, metric), alpha)[0]
+                                    _seed(identity, metric), alpha).verdict
             if cycles_verdict is not verdict:
                 reason = (f"time says {verdict.value}, SM-clock cycles say {cycles_verdict.value} "
                           f"(clock {clock_base:.0f} -> {clock_cand:.0f} MHz)")
                 verdict = Verdict.AMBIGUOUS
     if verdict is Verdict.FASTER and cand.parity is not None and not cand.parity.passed:
         verdict, reason = Verdict.AMBIGUOUS, "candidate fails parity; its speedup is not reported"
-    return MetricVerdict(metric, base_ms, cand_ms, delta, ci, p_value, min_effect, gated, verdict, reason)
+    return MetricVerdict(metric, base_ms, cand_ms, decision.delta, decision.ci, decision.p_value, min_effect,
+                         gated, verdict, reason)
 
 
 # ------------------------------------------------------------------------------------------ one case
@@ -374,6 +405,13 @@ class CaseComparison:
             why.append("parity pass -> FAIL")
         return why
 
+    @property
+    def undecided(self) -> list[str]:
+        """Gated metrics with too few samples for any verdict (INSUFFICIENT): they fail the gate unless
+        --allow-insufficient."""
+        return [f"{m.metric}: too few samples to judge (INSUFFICIENT)" for m in self.metrics
+                if m.gated and m.verdict is Verdict.INSUFFICIENT]
+
 
 def _parity_change(base: ResultRow, cand: ResultRow) -> str | None:
     if base.parity is None or cand.parity is None or base.parity.passed == cand.parity.passed:
@@ -401,8 +439,8 @@ def compare_case(base: ResultRow | None, cand: ResultRow | None, thresholds: dic
                               gated="median" in thresholds, alpha=alpha)]
     metrics += [compare_metric(base, cand, m, thresholds[m], gated=True, alpha=alpha)
                 for m in TIMING_METRICS[1:] if m in thresholds]
-    gated_slower = any(m.gated and m.verdict is Verdict.SLOWER for m in metrics)
-    verdict = Verdict.SLOWER if gated_slower else metrics[0].verdict
+    gated = [m.verdict for m in metrics if m.gated]
+    verdict = next((v for v in (Verdict.SLOWER, Verdict.INSUFFICIENT) if v in gated), metrics[0].verdict)
     notes = tuple(m.reason if m.metric == "median" else f"{m.metric}: {m.reason}"
                   for m in metrics if m.reason)
     return CaseComparison(identity, base, cand, verdict, tuple(metrics),
@@ -445,14 +483,20 @@ class Comparison:
     alpha: float = P_THRESHOLD           # the rank test's per-case level: P_THRESHOLD / cases compared
     env_differences: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    allow_insufficient: bool = False     # --allow-insufficient: INSUFFICIENT cases do not fail the gate
 
     @property
     def regressed(self) -> list[CaseComparison]:
         return [c for c in self.cases if c.regressions]
 
     @property
+    def insufficient(self) -> list[CaseComparison]:
+        """Cases the gate could not judge (too few samples) and that are not regressions anyway."""
+        return [c for c in self.cases if c.undecided and not c.regressions]
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressed else 0
+        return 1 if self.regressed or (self.insufficient and not self.allow_insufficient) else 0
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.cases)
@@ -460,15 +504,28 @@ class Comparison:
     @property
     def summary(self) -> str:
         """One line: the gate's result and the verdict counts."""
-        regressed = self.regressed
-        head = (f"FAIL: {len(regressed)} regression{'s' if len(regressed) != 1 else ''} "
-                f"({', '.join(case_label(c.identity) for c in regressed)})" if regressed else "PASS")
+        regressed, insufficient = self.regressed, self.insufficient
+        parts = []
+        if regressed:
+            parts.append(f"{len(regressed)} regression{'s' if len(regressed) != 1 else ''} "
+                         f"({', '.join(case_label(c.identity) for c in regressed)})")
+        if insufficient and not self.allow_insufficient:
+            parts.append(f"{len(insufficient)} case{'s' if len(insufficient) != 1 else ''} with too few samples "
+                         f"to judge ({', '.join(case_label(c.identity) for c in insufficient)}; "
+                         f"--allow-insufficient accepts them)")
+        if parts:
+            head = "FAIL: " + ", ".join(parts)
+        elif insufficient:
+            head = f"PASS ({len(insufficient)} INSUFFICIENT allowed by --allow-insufficient)"
+        else:
+            head = "PASS"
         counts = ", ".join(f"{self.count(v)} {v.value}" for v in Verdict if self.count(v))
         return f"{head} — {counts}" if counts else head
 
 
 def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | None = None,
-                 base_name: str = "baseline", cand_name: str = "candidate") -> Comparison:
+                 base_name: str = "baseline", cand_name: str = "candidate", *,
+                 allow_insufficient: bool = False) -> Comparison:
     """Match the runs' cases by identity and judge each. Raises RunFileError when no case matches."""
     thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     unknown = set(thresholds) - set(GATE_METRICS)
@@ -494,7 +551,7 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
         if count:
             warnings.append(f"{name} has {count} duplicate case(s); the last of each is compared")
     return Comparison(base_name, cand_name, cases, thresholds, alpha,
-                      tuple(environment_differences(base, cand)), tuple(warnings))
+                      tuple(environment_differences(base, cand)), tuple(warnings), allow_insufficient)
 
 
 def refuse_mixed_devices(name: str, run: RunFile) -> None:
@@ -506,12 +563,14 @@ def refuse_mixed_devices(name: str, run: RunFile) -> None:
                            f"at a time: split it with `resbench merge {name} --only-device NAME --out PART.json`")
 
 
-def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = ()) -> Comparison:
+def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = (), *,
+                  allow_insufficient: bool = False) -> Comparison:
     """`resbench compare`: load both files (a missing or unreadable one is an error, exit 2) and compare."""
     thresholds = thresholds_from_specs(fail_on)
     base = RunFile.load(base_path)
     cand = RunFile.load(cand_path)
-    return compare_runs(base, cand, thresholds, base_name=str(base_path), cand_name=str(cand_path))
+    return compare_runs(base, cand, thresholds, base_name=str(base_path), cand_name=str(cand_path),
+                        allow_insufficient=allow_insufficient)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -588,12 +647,17 @@ def _headers(comparison: Comparison) -> tuple[list[str], list[str]]:
 
 def _rules_line(comparison: Comparison) -> str:
     gates = ", ".join(f"{metric}:{fraction:.0%}" for metric, fraction in comparison.thresholds.items())
+    insufficient = ("INSUFFICIENT (allowed by --allow-insufficient)" if comparison.allow_insufficient
+                    else "INSUFFICIENT fails the gate")
     return (f"Gates: {gates}. SLOWER = Mann-Whitney U p < {comparison.alpha:.2g} ({P_THRESHOLD} / cases "
-            f"compared) and Δ ≥ threshold and the {CI_LEVEL:.0%} bootstrap CI of Δ above 0; SAME = the whole "
-            f"CI within ±threshold; AMBIGUOUS otherwise. Verdicts come from the raw samples.")
+            f"compared) and Δ ≥ threshold and the {CI_LEVEL:.0%} bootstrap CI of Δ above 0, or every candidate "
+            f"sample slower than every baseline sample by more than the threshold; SAME = the whole CI within "
+            f"±threshold; INSUFFICIENT = too few samples for the test to reach p < {comparison.alpha:.2g} "
+            f"({insufficient}); AMBIGUOUS otherwise. Verdicts come from the raw samples.")
 
 
-_VERDICT_STYLE = {Verdict.SLOWER: "bold red", Verdict.BROKEN: "bold red", Verdict.FASTER: "green",
+_VERDICT_STYLE = {Verdict.SLOWER: "bold red", Verdict.BROKEN: "bold red", Verdict.INSUFFICIENT: "bold magenta",
+                  Verdict.FASTER: "green",
                   Verdict.FIXED: "green", Verdict.SAME: "", Verdict.AMBIGUOUS: "yellow",
                   Verdict.MISSING: "yellow", Verdict.NEW: "cyan", Verdict.NOT_RUN: "dim"}
 
@@ -654,7 +718,7 @@ def render_markdown(comparison: Comparison) -> str:
     for case in comparison.cases:
         cells = [_md_escape(c) for c in _cells(case, extra)]
         index = headers.index("verdict")
-        if case.verdict in (Verdict.SLOWER, Verdict.BROKEN):
+        if case.verdict in (Verdict.SLOWER, Verdict.BROKEN, Verdict.INSUFFICIENT):
             cells[index] = f"**{cells[index]}**"
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _rules_line(comparison), ""]

@@ -1,21 +1,27 @@
 """ResultRow and RunFile: the ONLY interface between measuring and reporting.
 
-A run file is JSON (`schema: resbench.run/1`): the environment fingerprint, the validated suite, and one
-flat row per case with its raw samples, so any statistic or gate can be recomputed later. It is rewritten
-atomically (write a sibling temp file, fsync, rename) after every case, so an interrupted run keeps every
-finished case and a reader never sees half a file."""
+A run file is JSON (`schema: resbench.run/1`): the environment fingerprint, the validated suite, the run's
+settings, and one flat row per case with its raw samples, so any statistic or gate can be recomputed later.
+It is rewritten atomically (output_files.replace_file: a sibling temp file, fsync, rename) after every case,
+so an interrupted run keeps every finished case and a reader never sees half a file.
+
+A run file is never trusted: loading validates every row. A latency or sample that is not a finite,
+positive number of milliseconds, an `ok` row without raw samples (or whose statistics count a different
+number of them), a negative memory figure or time: each is a one-line RunFileError naming the row index
+and the field (exit 2), because a gate or a recommendation computed from such numbers is worse than none
+(a NaN candidate used to PASS, a negative p99 used to win). Parity metrics may be NaN: a NaN output is a
+legitimate (failing) parity result."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from resbench.errors import RunFileError
+from resbench.errors import RunFileError, shown
+from resbench.output_files import replace_file, resolve
 
 SCHEMA = "resbench.run/1"
 Status = Literal["ok", "skipped", "failed", "oom", "timeout", "crashed"]
@@ -34,6 +40,11 @@ def identity_of(model: str, backend: str, options: dict[str, Any], batch_size: i
     return (model, backend_label(backend, options), batch_size, dtype, image_size, memory_format, timing_mode)
 
 
+# Milliseconds, seconds, megabytes: a measured quantity is a finite number; a latency is also > 0.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class _Record(BaseModel):
     # NaN metrics (a row whose output had NaNs) are written as JSON NaN, which Python's json reads back.
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
@@ -42,17 +53,17 @@ class _Record(BaseModel):
 class LatencyStats(_Record):
     """Milliseconds per call. Percentiles are nearest-rank; `ci_median` is a distribution-free 95% CI."""
 
-    n: int
-    median: float
-    mean: float
-    stdev: float
-    min: float
-    max: float
-    p90: float
-    p95: float
-    p99: float
-    ci_median: tuple[float, float]
-    cv: float
+    n: int = Field(ge=1)
+    median: Positive
+    mean: Positive
+    stdev: NonNegative
+    min: Positive
+    max: Positive
+    p90: Positive
+    p95: Positive
+    p99: Positive
+    ci_median: tuple[Positive, Positive]
+    cv: NonNegative
 
 
 class Memory(_Record):
@@ -60,13 +71,13 @@ class Memory(_Record):
     figures count the whole process (RSS on CPU; NVML per-process GPU memory on CUDA). `backend_mb` is
     the one comparable across the runtimes of a group (memory.py)."""
 
-    backend_mb: float | None = None          # this backend's own footprint (CPU: RSS; GPU: allocator), memory.py
-    prepare_mb: float | None = None          # CPU: RSS growth from its prepare (model copy to end of warm-up)
-    calls_mb: float | None = None            # CPU: peak RSS growth during its own timed calls
-    peak_allocated_mb: float | None = None   # torch.cuda.max_memory_allocated during the backend's calls
-    peak_reserved_mb: float | None = None    # torch.cuda.max_memory_reserved (allocator incl. cache)
-    process_mb: float | None = None          # process peak RSS (CPU)
-    gpu_process_mb: float | None = None      # NVML: GPU memory held by this process (incl. TRT/ORT workspaces)
+    backend_mb: NonNegative | None = None         # this backend's own footprint (CPU: RSS; GPU: allocator), memory.py
+    prepare_mb: NonNegative | None = None         # CPU: RSS growth from its prepare (model copy to end of warm-up)
+    calls_mb: NonNegative | None = None           # CPU: peak RSS growth during its own timed calls
+    peak_allocated_mb: NonNegative | None = None  # torch.cuda.max_memory_allocated during the backend's calls
+    peak_reserved_mb: NonNegative | None = None   # torch.cuda.max_memory_reserved (allocator incl. cache)
+    process_mb: NonNegative | None = None         # process peak RSS (CPU)
+    gpu_process_mb: NonNegative | None = None     # NVML: GPU memory of this process (incl. TRT/ORT workspaces)
     source: str = ""                         # words: how the figures were obtained
 
 
@@ -101,9 +112,9 @@ class ResultRow(_Record):
     weights: str | None = None
     backend: str
     options: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int
+    batch_size: int = Field(ge=1)
     dtype: str
-    image_size: int
+    image_size: int = Field(ge=1)
     memory_format: str
     timing_mode: str
     l2: str = "warm"
@@ -112,17 +123,17 @@ class ResultRow(_Record):
     status: Status
     reason: str | None = None
     # model cost
-    params: int | None = None
-    gflops: float | None = None              # per image, analytic (multiply-add = 2 FLOPs)
+    params: int | None = Field(None, ge=0)
+    gflops: NonNegative | None = None        # per image, analytic (multiply-add = 2 FLOPs)
     # measurements
-    prepare_s: float | None = None
-    first_call_s: float | None = None
+    prepare_s: NonNegative | None = None
+    first_call_s: NonNegative | None = None
     latency_ms: LatencyStats | None = None
-    samples_ms: list[float] = Field(default_factory=list)
-    repeat_medians_ms: list[float] = Field(default_factory=list)   # one per --repeat
-    throughput_ips: float | None = None      # batch / median latency
-    tflops: float | None = None              # gflops x batch / median latency
-    pct_peak: float | None = None            # of hardware.py's peak for this device and dtype
+    samples_ms: list[Positive] = Field(default_factory=list)
+    repeat_medians_ms: list[Positive] = Field(default_factory=list)   # one per --repeat
+    throughput_ips: Positive | None = None   # batch / median latency
+    tflops: NonNegative | None = None        # gflops x batch / median latency
+    pct_peak: NonNegative | None = None      # of hardware.py's peak for this device and dtype
     peak_source: str | None = None
     memory: Memory = Field(default_factory=Memory)
     parity: Parity | None = None
@@ -134,6 +145,17 @@ class ResultRow(_Record):
     warnings: list[str] = Field(default_factory=list)
     placement: Placement | None = None       # where it ran, when the run spans machines
 
+    @model_validator(mode="after")
+    def _ok_rows_are_measured(self) -> ResultRow:
+        if self.status == "ok":
+            if not self.samples_ms or self.latency_ms is None:
+                missing = "samples_ms" if not self.samples_ms else "latency_ms"
+                raise ValueError(f"an ok row needs its raw samples and statistics; {missing} is empty")
+            if self.latency_ms.n != len(self.samples_ms):
+                raise ValueError(f"latency_ms.n is {self.latency_ms.n} but samples_ms holds "
+                                 f"{len(self.samples_ms)} samples")
+        return self
+
     @property
     def backend_label(self) -> str:
         return backend_label(self.backend, self.options)
@@ -144,12 +166,21 @@ class ResultRow(_Record):
                            self.image_size, self.memory_format, self.timing_mode)
 
 
+class RunSettings(BaseModel):
+    """Command-line choices that shape the measurements, recorded so that `--resume` reuses them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repeat: int = Field(1, ge=1)             # --repeat K: each row combines K repetitions
+
+
 class RunFile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
 
     schema_: Literal["resbench.run/1"] = Field(SCHEMA, alias="schema")
     env: dict[str, Any]
     suite: dict[str, Any]
+    settings: RunSettings = Field(default_factory=RunSettings)
     rows: list[ResultRow] = Field(default_factory=list)
 
     def device_of(self, row: ResultRow) -> str:
@@ -167,19 +198,9 @@ class RunFile(BaseModel):
         return self.model_dump_json(by_alias=True, indent=1)
 
     def save(self, path: str | Path) -> None:
-        """Atomically replace `path` with this run."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Atomically replace the file at `path` (a symlink's target) with this run; output_files.WriteError
+        (a full disk) leaves the previous file as it was."""
+        replace_file(resolve(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> RunFile:
@@ -187,15 +208,21 @@ class RunFile(BaseModel):
         if not path.is_file():
             raise RunFileError(f"run file {str(path)!r} does not exist")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_bytes())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunFileError(f"run file {str(path)!r} is not readable JSON: {exc}") from None
+        except RecursionError:
+            raise RunFileError(f"run file {str(path)!r} is nested too deeply to be a run file") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise RunFileError(f"run file {str(path)!r} has schema {got!r}; expected {SCHEMA!r}")
+            raise RunFileError(f"run file {str(path)!r} has schema {shown(got)}; expected {SCHEMA!r}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise RunFileError(f"run file {str(path)!r} is invalid at {where}: {err['msg']}") from None
+            message = err["msg"].removeprefix("Value error, ")
+            got = f" (got {shown(err['input'])})" if err["type"] not in ("value_error", "missing") else ""
+            raise RunFileError(f"run file {str(path)!r} is invalid at {where}: {message}{got}") from None
+        except RecursionError:
+            raise RunFileError(f"run file {str(path)!r} is nested too deeply to be a run file") from None

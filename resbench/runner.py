@@ -9,8 +9,6 @@ reads every weights file (docs/running.md)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,25 +39,6 @@ def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
 # ------------------------------------------------------------------------------------------- a whole run
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work if the run file cannot be written: the folder is created, and a temporary
-    file is created and removed in it (permission bits alone say nothing for root or a read-only mount)."""
-    if path.exists() and path.is_dir():
-        raise UsageError(f"output path {str(path)!r} is a directory; give a .json file path")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {str(folder)!r}: {exc.strerror or exc}") from None
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"output folder {str(folder)!r} is not writable: {exc.strerror or exc}") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"output file {str(path)!r} is not writable")
-
-
 Costs = dict[tuple[ModelSpec, int], ModelCost]
 
 
@@ -83,10 +62,9 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1,
     where a crash, a hang or an exception of the model's own code becomes a `ModelFault` instead of
     ending the run. In-process (`--no-isolation`), everything runs here, as the user asked.
 
-    Counts the params and FLOPs of the (model, image size)s that more than one worker would count (or
-    all, in-process; or all checked models, whose checker runs the forward anyway) once: the count runs
-    the model on the meta device, whose first use in a process imports torch._dynamo (~3 s on 2 cores),
-    a price each worker would otherwise pay again."""
+    Returns (in `costs`) the params and FLOPs of the (model, image size)s that more than one worker would
+    count (or all, in-process; or all checked models, whose checker runs the forward anyway), counted
+    once (models/flops.py: one image, no conv arithmetic, no dynamo)."""
     from resbench.models.registry import construct
     from resbench.models.weights import load_weights
 
@@ -148,8 +126,18 @@ def _input_bytes(case: Case) -> int:
 FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures only crashed / timeout / missing
 
 
+def _row_label(row: ResultRow) -> str:
+    return f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
+
+
 def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> list[Case]:
-    """For --resume: refuse a run file of another suite; drop its unfinished rows; return the cases left."""
+    """For --resume: the cases still to measure (missing, or ended `crashed` / `timeout`).
+
+    Refuses (UsageError, one line) a run file of another suite, and one whose rows are not exactly this
+    suite's cases on this device: a row of another model or batch size, a second row of one case, or a
+    row measured on another device would otherwise count as done. Unfinished rows stay in `run`, their
+    reasons with them, until a new row of the same case replaces them (run_suite), so a resume that is
+    itself interrupted loses nothing."""
     recorded = run.suite
     current = suite.model_dump(mode="json")
     # a key missing from an older run file reads as None, the default of a key added since (e.g. threads)
@@ -157,9 +145,26 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
     if keys:
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
                          f"(differs in: {', '.join(keys)})")
-    run.rows = [r for r in run.rows if r.status in FINISHED]
-    done = {r.identity for r in run.rows}
-    return [c for c in cases if c.identity not in done]
+    by_identity = {case.identity: case for case in cases}
+    first_row: dict[tuple, int] = {}
+    for index, row in enumerate(run.rows):
+        case = by_identity.get(row.identity)
+        where = f"cannot resume {path!r}: row {index} ({_row_label(row)})"
+        if case is not None and row.device != case.device:
+            raise UsageError(f"{where} was measured on {row.device}, this run is on {case.device}; resume with "
+                             f"--device {row.device}, or start a new run file")
+        if case is None:
+            device = cases[0].device if cases else "this device"
+            raise UsageError(f"{where} is not a case of this suite on {device}; the file was edited or written "
+                             f"for another device: start a new run file")
+        if row.identity in first_row:
+            raise UsageError(f"{where} repeats the case of row {first_row[row.identity]}; a run file holds one row "
+                             f"per case: start a new run file")
+        if row.weights != case.model.weights:
+            raise UsageError(f"{where} used weights {row.weights!r}, the suite names {case.model.weights!r}")
+        first_row[row.identity] = index
+    done = {row.identity for row in run.rows if row.status in FINISHED}
+    return [case for case in cases if case.identity not in done]
 
 
 def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
@@ -186,13 +191,15 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
               progress: ProgressFn = lambda _m: None, wait_idle_s: float | None = None,
               strict: bool = False) -> RunFile:
     """Measure `cases` group by group with `executor` (default: fresh worker processes), appending rows
-    to `run`. Rows already in `run` are kept.
+    to `run`; a row already in `run` for one of the cases (a crash being resumed) is replaced in place by
+    the new one, every other row is kept.
 
     `preflight` runs first (unless the caller ran it and passes what it found as `checked`), so bad models
     or weights fail before the run file is written; the cases of a model whose own code failed its check
     get that fault's row without being measured. The run file is saved atomically as soon as a case's row
     is final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them),
-    so Ctrl-C or a killed run leaves a valid file with every finished case.
+    so Ctrl-C or a killed run leaves a valid file with every finished case. A failed write (a full
+    disk) raises output_files.WriteError and leaves the previous file intact.
 
     `wait_idle_s`: before each group, wait up to that long for the machine to go quiet (system.py).
     `strict`: a row measured under contention becomes `failed`, its reason the contention warning."""
@@ -251,7 +258,9 @@ def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
 
 class _RunFileSink:
     """Collects the rows an executor streams back and keeps the run file current: the rows the run file
-    had, then every group's rows in group order (a group's streamed rows until its final ones are in)."""
+    had, then every group's rows in group order (a group's streamed rows until its final ones are in). A
+    new row of a case the file already had a row for (a resumed crash or timeout) takes that row's place,
+    so the old row and its reason stay until the case is measured again."""
 
     def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeat: int,
                  on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn,
@@ -288,11 +297,14 @@ class _RunFileSink:
 
     def _save(self) -> None:
         rows = list(self.kept)
+        position = {row.identity: index for index, row in enumerate(rows)}
         for g in range(len(self.groups)):
-            if g in self.final:
-                rows.extend(self.final[g])
-            else:
-                streamed = self.streamed.get(g, {})
-                rows.extend(streamed[i] for i in sorted(streamed))
+            streamed = self.streamed.get(g, {})
+            for row in self.final[g] if g in self.final else (streamed[i] for i in sorted(streamed)):
+                index = position.setdefault(row.identity, len(rows))
+                if index == len(rows):
+                    rows.append(row)
+                else:
+                    rows[index] = row
         self.run.rows = rows
         self.run.save(self.out)

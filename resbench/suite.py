@@ -1,19 +1,26 @@
 """Suite files: YAML -> validated, frozen `Suite` -> the list of `Case`s a run measures.
 
 Everything a suite can get wrong is caught here, before any work, as one `SuiteError` line naming the
-file, the key path, the bad value and the allowed values."""
+file, the key path, the bad value and the allowed values. A suite is untrusted text: it is read within
+bounds (bounded_yaml: size, alias expansion, depth, duplicate keys; UTF-8 only), its numbers are strict
+(`true` is not a batch size, `224.0` not an image size), its `name` is a safe slug (it names the folder
+`runs/<name>/`), a value may not be listed twice, and the matrix has a ceiling of MAX_CASES cases."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from resbench import bounded_yaml
 from resbench.dtypes import DTYPE_NAMES
-from resbench.errors import BackendError, SuiteError
+from resbench.errors import BackendError, SuiteError, shown
 from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
 from resbench.results import backend_label, identity_of
 
@@ -22,8 +29,14 @@ DtypeName = Literal["fp32", "tf32", "fp16", "bf16"]
 assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
 
+MAX_CASES = 5_000            # cases one suite may expand to (suites/resnet50.yaml: 90 on a GPU)
+MAX_SEED = 2**63 - 1         # parity.seed: torch generators take 64-bit seeds (parity adds 10,000 to it)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a suite name is a folder: runs/<name>/
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: a YAML `true` is not the integer 1, "8" is not a batch size (an int is still a valid float)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TimingConfig(_Strict):
@@ -47,7 +60,7 @@ class TimingConfig(_Strict):
 class ParityConfig(_Strict):
     reference: Literal["fp64", "fp32"] = "fp64"
     samples: int = Field(16, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class CpuTimingOverrides(_Strict):
@@ -76,6 +89,11 @@ class CpuOverrides(_Strict):
     @classmethod
     def _positive(cls, v: list[int] | None) -> list[int] | None:
         return _check_batch_sizes(v) if v is not None else v
+
+    @field_validator("dtypes")
+    @classmethod
+    def _dtypes_once(cls, v: list[str] | None) -> list[str] | None:
+        return _once(v, "dtype") if v is not None else v
 
 
 class ModelEntry(_Strict):
@@ -106,11 +124,23 @@ def _check_batch_sizes(v: list[int]) -> list[int]:
     bad = [b for b in v if b < 1]
     if bad:
         raise ValueError(f"batch size {bad[0]} is not allowed; batch sizes must be integers >= 1")
-    return v
+    return _once(v, "batch size")
+
+
+def _once(values: Sequence[Any], what: str) -> Any:
+    """`values` unchanged when no value repeats; else ValueError naming the first repeated one (a repeat
+    would measure the same case twice and confuse --resume and compare, which match cases by identity)."""
+    first: dict[Any, int] = {}
+    for index, value in enumerate(values):
+        if value in first:
+            raise ValueError(f"{what} {shown(value)} is listed twice (positions {first[value]} and {index}); "
+                             f"list each once")
+        first[value] = index
+    return values
 
 
 class Suite(_Strict):
-    name: str = Field(min_length=1)
+    name: str
     description: str = ""
     device: DeviceName = "auto"
     models: list[ModelEntry] = Field(min_length=1)
@@ -149,10 +179,42 @@ class Suite(_Strict):
                 entries.append(item)
         return entries
 
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not NAME_PATTERN.fullmatch(v):
+            raise ValueError(f"name {shown(v)} is not allowed: it names the folder runs/<name>/, so use 1-100 "
+                             f"letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models_once(cls, v: list[ModelEntry]) -> list[ModelEntry]:
+        _once([m.name for m in v], "model")  # rows name the model only: two checkpoints would be one case
+        return v
+
     @field_validator("batch_sizes")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
         return _check_batch_sizes(v)
+
+    @field_validator("dtypes")
+    @classmethod
+    def _dtypes_once(cls, v: list[str]) -> list[str]:
+        return _once(v, "dtype")
+
+    @model_validator(mode="after")
+    def _not_too_many_cases(self) -> Suite:
+        for device in ("cuda", "cpu"):
+            suite = self.for_device(device)
+            sizes = {"models": len(suite.models), "backends": len(suite.backends),
+                     "batch_sizes": len(suite.batch_sizes), "dtypes": len(suite.dtypes)}
+            count = sizes["models"] * sizes["backends"] * sizes["batch_sizes"] * sizes["dtypes"]
+            if count > MAX_CASES:
+                product = " x ".join(f"{n} {key}" for key, n in sizes.items())
+                raise ValueError(f"the suite expands to {count:,} cases on {device} ({product}); at most "
+                                 f"{MAX_CASES:,}: split it into several suites")
+        return self
 
     @field_validator("image_size")
     @classmethod
@@ -251,15 +313,16 @@ def _first_error(path: str, exc: ValidationError) -> SuiteError:
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] in ("too_short",):
         message = "must not be empty"
-    shown = err.get("input")
-    if err["type"] != "value_error" and not isinstance(shown, dict | list):
-        message += f" (got {shown!r})"
+    value = err.get("input")
+    if err["type"] != "value_error" and not isinstance(value, dict | list):
+        message += f" (got {shown(value)})"
     return SuiteError(path, key, message)
 
 
 def _validate_backend_options(path: str, suite: Suite) -> None:
     from resbench.backends import get_backend  # registers every backend
 
+    labels: dict[str, int] = {}
     for i, entry in enumerate(suite.backends):
         try:
             backend = get_backend(entry.name)
@@ -274,18 +337,29 @@ def _validate_backend_options(path: str, suite: Suite) -> None:
                 allowed = list(backend.Options.model_fields) or ["(none)"]
                 msg = f"unknown option {err['loc'][-1]!r} for backend {entry.name!r}; allowed: {', '.join(allowed)}"
             else:
-                msg = err["msg"].removeprefix("Value error, ") + f" (got {err.get('input')!r})"
+                msg = err["msg"].removeprefix("Value error, ") + f" (got {shown(err.get('input'))})"
             raise SuiteError(path, key, msg) from None
+        label = backend_label(entry.name, _normalized_options(entry))
+        if label in labels:
+            raise SuiteError(path, f"backends[{i}]", f"is the same case as backends[{labels[label]}] ({label}; "
+                                                     f"options equal to their defaults are dropped); list each "
+                                                     f"backend once")
+        labels[label] = i
 
 
-def parse_suite(text: str, path: str = "<suite>") -> Suite:
+def parse_suite(text: str, path: str = "<suite>", base_dir: Path | None = None) -> Suite:
+    """Validate suite text. Relative weights paths resolve against `base_dir` (the suite file's folder)."""
     try:
-        data = yaml.safe_load(text)
+        data = bounded_yaml.load(text)
+    except bounded_yaml.InputTooLarge as exc:
+        raise SuiteError(path, "", str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(path, "", f"invalid YAML: {where}{problem}") from None
+    except RecursionError:
+        raise SuiteError(path, "", "invalid YAML: values are nested too deeply") from None
     if not isinstance(data, dict):
         raise SuiteError(path, "", f"a suite is a YAML mapping with keys {', '.join(Suite.model_fields)}; "
                                    f"got {type(data).__name__}")
@@ -294,7 +368,21 @@ def parse_suite(text: str, path: str = "<suite>") -> Suite:
     except ValidationError as exc:
         raise _first_error(path, exc) from None
     _validate_backend_options(path, suite)
-    return suite
+    return _weights_relative_to(suite, base_dir) if base_dir is not None else suite
+
+
+def _weights_relative_to(suite: Suite, folder: Path) -> Suite:
+    """Relative (and ~) weights paths made absolute against `folder`, so a suite means the same checkpoint
+    from whatever directory it is run."""
+    models = []
+    for entry in suite.models:
+        if entry.weights is not None:
+            weights = os.path.expanduser(entry.weights)
+            if not os.path.isabs(weights):
+                weights = os.path.normpath(os.path.join(os.path.abspath(folder), weights))
+            entry = entry.model_copy(update={"weights": weights})
+        models.append(entry)
+    return suite.model_copy(update={"models": models})
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -302,10 +390,18 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise SuiteError(str(path), "", "suite file does not exist" + _suggest_suites(path))
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(bounded_yaml.MAX_BYTES + 1)   # never read a huge file whole
+        text = bounded_yaml.decode(data)
     except OSError as exc:
         raise SuiteError(str(path), "", f"cannot read suite file: {exc.strerror}") from None
-    return parse_suite(text, str(path))
+    except bounded_yaml.InputTooLarge:
+        raise SuiteError(str(path), "", f"the suite file is larger than {bounded_yaml.MAX_BYTES:,} bytes; a "
+                                        f"suite is a short YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(str(path), "", f"the suite file is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                                        f"at offset {exc.start})") from None
+    return parse_suite(text, str(path), base_dir=path.parent)
 
 
 def _suggest_suites(path: Path) -> str:

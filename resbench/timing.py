@@ -11,8 +11,9 @@ Modes (always named in the row's `timing_mode`):
 Stopping rule per backend: samples are taken in slices of min_time_s / rounds; after each slice (from
 the last round on) the backend has converged when it has >= min_iters samples, >= min_time_s of measured
 time and a median CI half-width <= target_rel_ci. It stops once max_time_s of host time has gone into
-sampling it (timer overhead and cold-L2 flushes included) regardless; a row that then misses the target
-carries a noise warning naming what it missed.
+sampling it (timer overhead and cold-L2 flushes included) regardless: max_time_s is a cap, no call starts
+after it (only the call running when it ends finishes), and every backend gets at least one sample. A row
+that then misses the target carries a noise warning naming what it missed and how many samples it got.
 Backends of one group take their slices in interleaved rounds, alternating the order (ABC, CBA, ...),
 so clock or thermal drift hits all of them alike. A caller may veto a slice after the fact
 (`accept_slice`, e.g. GPU telemetry saw the SM clock below 75% of its default during it): the slice's
@@ -155,17 +156,20 @@ def has_converged(samples: Sequence[float], cfg: TimingConfig) -> bool:
             and rel_ci_half_width(samples) <= cfg.target_rel_ci)
 
 
-def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> list[float]:
-    """Sample for about slice_s of host time (and at least min_iters / rounds calls), in chunks sized from
-    the host time per sample seen so far (not the median latency: on a loaded host the mean host cost
-    per call can be many times the median, and a chunk sized from the median overshoots the slice).
-    Returns the slice's samples; the caller decides whether they are kept."""
+def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float, budget_s: float) -> list[float]:
+    """Sample for about slice_s of host time (and at least min_iters / rounds calls, while the backend's
+    remaining max_time_s budget `budget_s` lasts), in chunks sized from the host time per sample seen so
+    far (not the median latency: on a loaded host the mean host cost per call can be many times the
+    median, and a chunk sized from the median overshoots the slice). max_time_s is a cap: once the budget
+    is gone no further call starts, whatever min_iters asks (a 10 s call under max_time_s 2 gives one
+    sample, not min_iters / rounds calls that outlast case_timeout_s). Returns the slice's samples (at
+    least one); the caller decides whether they are kept."""
     t0 = time.perf_counter()
     need = -(-cfg.min_iters // cfg.rounds)
     taken: list[float] = []
     while True:
         elapsed = time.perf_counter() - t0
-        if len(taken) >= need and elapsed >= slice_s:
+        if taken and (elapsed >= budget_s or (len(taken) >= need and elapsed >= slice_s)):
             break
         spent, count = m.spent_s + elapsed, len(m.samples) + len(m.discarded) + len(taken)
         if count == 0:
@@ -174,6 +178,7 @@ def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float) -> list[float
             per_sample_s = max(spent / count, 1e-6)
             chunk = int(min(max((slice_s - elapsed) / per_sample_s, 1), 1000))
             chunk = max(chunk, need - len(taken))
+            chunk = max(1, min(chunk, int((budget_s - elapsed) / per_sample_s)))  # never plan past the budget
         taken.extend(m.sampler.sample(chunk))
     m.spent_s += time.perf_counter() - t0
     return taken
@@ -201,7 +206,8 @@ def measure_interleaved(measurements: list[Measurement], cfg: TimingConfig,
                 on_slice(m)
             t0 = time.perf_counter()
             try:
-                taken = _take_slice(m, cfg, min(slice_s, max(cfg.max_time_s - m.spent_s, 1e-3)))
+                budget = max(cfg.max_time_s - m.spent_s, 1e-3)
+                taken = _take_slice(m, cfg, min(slice_s, budget), budget)
             except Exception as exc:  # a backend failing mid-measurement must not lose the others
                 m.failed = exc
                 continue

@@ -17,7 +17,9 @@ culprit; a fault in a group-wide stage gives every remaining case of the group t
 
 Memory errors the worker survives (MemoryError, CUDA OOM) are `oom` rows made by measure.py itself.
 RESBENCH_WORKER_MEMORY_MB caps each worker's address space (RLIMIT_AS), so a runaway host allocation
-fails inside the worker instead of swapping the machine (the tests use it)."""
+fails inside the worker instead of swapping the machine (the tests use it). The worker applies it once
+torch is imported; a cap too small to leave room for a model after that stops the run with one line
+naming the worker's real minimum (worker._cap_memory)."""
 
 from __future__ import annotations
 
@@ -239,6 +241,8 @@ def _follow(proc: subprocess.Popen, read_fd: int, clock: _Clock, output: _Output
     where = _where(describe, clock)
     culprit = clock.owner if isinstance(clock.owner, int) else None
     error = state["error"]
+    if error is not None and error.get("fatal"):
+        raise UsageError(error["message"])  # no worker can run: stop the run instead of failing every case
     if error is not None:
         status = "oom" if error.get("oom") else "failed"
         return WorkerEnd(status, f"{where}: {error['message']}", culprit)

@@ -96,17 +96,9 @@ def _describer(specs: list[ModelSpec]) -> Callable[[int | None, str], str]:
 def run_checks(request: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> None:
     """The checker's side (worker.py calls it): build, load and count each model, reporting each stage
     and each model's outcome."""
-    import torch
-
-    from resbench.models import construct, count_flops, model_cost
+    from resbench.models import construct, model_cost
     from resbench.models.weights import load_weights
 
-    # The first count on the meta device imports torch._dynamo (~1.5 s on 2 cores), and the first meta
-    # BatchNorm loads its decompositions (~4 s; more when busy): paid here, in the start-up allowance,
-    # not charged to the first model's timing.case_timeout_s. The ops of a ResNet, once each:
-    nn = torch.nn
-    count_flops(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)), 32)
     send({"type": "ready"})
     for index, entry in enumerate(request):
         spec = ModelSpec(entry["name"], entry["weights"])

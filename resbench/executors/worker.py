@@ -8,13 +8,15 @@ instead of cases checks models instead: model_check.py, which sends "checked" me
   {"type": "stage", "case": i | null, "stage": s}    work moved to case i (null: group-wide) and stage s
   {"type": "row", "case": i, "row": {...}}           case i's final row
   {"type": "error", "message": s, "oom": bool}       an exception escaped measure.run_group
+  {"type": "error", ..., "fatal": true}              the worker cannot work at all (its memory cap is too
+                                                     small): the parent stops the run with that message
   {"type": "done"}                                   every row was sent
 The channel is a separate pipe, not stdout, so nothing a library prints can corrupt it; stdout and
 stderr go to the parent, which passes them on and keeps the tail for crash reasons.
 
 A worker never outlives its parent: stdin stays open for the whole group and its end (the parent exited,
 or was killed) ends the worker; on Linux PR_SET_PDEATHSIG does the same even if Python is stuck in C.
-RESBENCH_WORKER_MEMORY_MB caps the worker's address space (RLIMIT_AS) before torch is imported."""
+RESBENCH_WORKER_MEMORY_MB caps the worker's address space (RLIMIT_AS) once torch is imported (_cap_memory)."""
 
 from __future__ import annotations
 
@@ -48,14 +50,32 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch_stdin, name="resbench-parent-watch", daemon=True).start()
 
 
-def _cap_memory() -> None:
-    value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
-    if value:
-        import resource
+MEMORY_HEADROOM_MB = 256  # address space a capped worker needs beyond its imports (a small model, inputs)
 
-        cap = int(value) << 20
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+
+def _cap_memory() -> str | None:
+    """Apply RESBENCH_WORKER_MEMORY_MB (RLIMIT_AS) once torch is imported. Returns why the cap is too small
+    when the worker's address space after its imports leaves less than MEMORY_HEADROOM_MB under it.
+
+    After the imports, not before: importing torch maps hundreds of MiB of address space (about 700 MiB
+    with the CPU wheel, several GiB with CUDA's libraries), and under a smaller cap the import died with
+    SIGABRT in numpy's or torch's C code, a crash that named neither the cap nor what it needs."""
+    value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
+    if not value:
+        return None
+    import resource
+
+    import psutil
+
+    used_mb = psutil.Process().memory_info().vms >> 20
+    if int(value) < used_mb + MEMORY_HEADROOM_MB:
+        return (f"RESBENCH_WORKER_MEMORY_MB={value} is too small: a worker maps {used_mb:,} MiB of address space "
+                f"once torch is imported, before any model; give at least {used_mb + MEMORY_HEADROOM_MB:,} "
+                f"(its imports + {MEMORY_HEADROOM_MB} MiB for a small model)")
+    cap = int(value) << 20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         except (BrokenPipeError, OSError):
             os._exit(EXIT_PARENT_GONE)
 
-    _cap_memory()
     request = json.loads(sys.stdin.readline() or "null")
     if not isinstance(request, dict):
         os._exit(EXIT_PARENT_GONE)  # the parent went away before sending the cases
@@ -81,16 +100,20 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.append(entry)
 
     try:
+        from resbench import measure
+        from resbench.models import ModelCost
+        from resbench.suite import Case
+
+        too_small = _cap_memory()  # the model check runs user code too: capped alike
+        if too_small is not None:
+            send({"type": "error", "message": too_small, "oom": False, "fatal": True})
+            _exit(1)
         if "check" in request:  # a model check (model_check.py): the stages' "case" is a model's index
             from resbench.executors.model_check import run_checks
 
             run_checks(request["check"], send)  # it says "ready" itself, after its imports
             send({"type": "done"})
             _exit(0)
-        from resbench import measure
-        from resbench.models import ModelCost
-        from resbench.suite import Case
-
         measure.IN_WORKER = True
         cases = [Case.model_validate(c) for c in request["cases"]]
         cost = ModelCost(**request["cost"]) if request.get("cost") else None

@@ -53,14 +53,18 @@ def check_model_name(name: str) -> None:
     )
 
 
-def _import(package: str, spec_name: str):
+def _import(module: str, spec_name: str):
     try:
-        return importlib.import_module(package)
+        return importlib.import_module(module)
     except Exception as exc:  # ImportError, or a broken install raising at import (torchvision on CPU torch)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if spec_name.startswith("python:"):
+            package, fix = module, "check that it is on PYTHONPATH"
+        else:
+            package = module.split(".")[0]   # `pip install torchvision`, not `torchvision.models`
+            fix = f"install it with `pip install {package}`"
         raise ModelError(
-            f"model {spec_name!r} needs the package {package!r}, which does not import here ({reason}); "
-            f"install it with `pip install {package}`"
+            f"model {spec_name!r} needs the package {package!r}, which does not import here ({reason}); {fix}"
         ) from None
 
 

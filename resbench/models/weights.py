@@ -16,6 +16,8 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise ModelError(f"weights {str(path)!r} is a directory; give a checkpoint file ({', '.join(SUFFIXES)})")
     if not path.is_file():
         raise ModelError(f"weights file {str(path)!r} does not exist")
     if path.suffix not in SUFFIXES:

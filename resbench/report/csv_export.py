@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.results import ResultRow, RunFile
 
@@ -71,4 +72,4 @@ def render_csv(run: RunFile) -> str:
 
 
 def write_csv(run: RunFile, path: str | Path) -> None:
-    Path(path).write_text(render_csv(run))
+    replace_file(resolve(path), render_csv(run))

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from resbench.output_files import replace_file, resolve
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
 from resbench.results import RunFile
@@ -125,4 +126,4 @@ def render_html(run: RunFile) -> str:
 
 
 def write_html(run: RunFile, path: str | Path) -> None:
-    Path(path).write_text(render_html(run), encoding="utf-8")
+    replace_file(resolve(path), render_html(run))

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.results import ResultRow, RunFile
 
@@ -181,4 +182,4 @@ def render_markdown(run: RunFile) -> str:
 
 
 def write_markdown(run: RunFile, path: str | Path) -> None:
-    Path(path).write_text(render_markdown(run), encoding="utf-8")
+    replace_file(resolve(path), render_markdown(run))

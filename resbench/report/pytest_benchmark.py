@@ -17,6 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from resbench.output_files import replace_file, resolve
 from resbench.results import ResultRow, RunFile
 
 FORMAT_VERSION = "5.2.3"   # the pytest-benchmark release whose JSON layout this follows
@@ -154,4 +155,4 @@ def _finite(value: Any) -> Any:
 
 def write_pytest_benchmark(run: RunFile, path: str | Path) -> None:
     document = _finite(to_pytest_benchmark(run))
-    Path(path).write_text(json.dumps(document, indent=2, allow_nan=False, default=str))
+    replace_file(resolve(path), json.dumps(document, indent=2, allow_nan=False, default=str))

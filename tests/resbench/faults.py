@@ -251,3 +251,21 @@ def assert_faulty_models_rows(run: Any, models: dict[str, tuple[str, str]]) -> N
         assert [r.batch_size for r in by_model[model]] == [1, 2]
         for row in by_model[model]:
             assert row.status == status and row.reason.startswith(reason), (model, row.status, row.reason)
+
+
+def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
+    """`resbench ARGS` in this process, as a user runs it (cli.main, its exit-code mapping included): the
+    exit code and the lines on stderr. (Imports inside: workers import this module for its models.)"""
+    import pytest
+
+    from resbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def assert_one_line_error(code: int, lines: list[str], fragment: str) -> None:
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines

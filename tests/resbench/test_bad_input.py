@@ -13,23 +13,15 @@ import torch
 import yaml
 
 from resbench.cli import main
+from resbench.measure import base_row
 from resbench.models import ModelSpec, construct
+from resbench.results import RunFile
+from resbench.suite import expand, load_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
 
-
-def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:
-    """`resbench ARGS` in this process, as a user runs it: the exit code and the lines on stderr."""
-    monkeypatch.setattr(sys, "argv", ["resbench", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
-
-
-def assert_one_line_error(code: int, lines: list[str], fragment: str) -> None:
-    assert code == 2, lines
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+run_main, assert_one_line_error = faults.run_main, faults.assert_one_line_error
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -93,7 +85,7 @@ def test_bad_weights_fail_before_any_case_runs(tmp_path, monkeypatch, capsys, ki
 
 @pytest.mark.parametrize("where, fragment", [
     ("file/run.json", "cannot create output folder"),
-    (".", "is a directory; give a .json file path"),
+    (".", "is a directory; give a file path"),
     ("/proc/run.json", "output folder '/proc' is not writable"),
 ])
 def test_unwritable_output_fails_before_any_work(tmp_path, monkeypatch, capsys, where, fragment):
@@ -110,3 +102,82 @@ def test_a_bad_worker_memory_cap_fails_before_any_work(tmp_path, monkeypatch, ca
     assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", out),
                           "RESBENCH_WORKER_MEMORY_MB='12' is not allowed")
     assert not out.exists()
+
+
+def test_a_worker_memory_cap_below_the_real_minimum_says_so(tmp_path, monkeypatch):
+    """256 and 512 MiB used to crash every worker at start-up with "killed by SIGABRT": importing torch alone
+    maps more. The run now stops with one line naming what a worker really needs."""
+    suite = faults.write_suite(tmp_path / "suite.yaml")
+    out = tmp_path / "run.json"
+    result = faults.resbench("run", suite, "--out", out, env=faults.cli_env(RESBENCH_WORKER_MEMORY_MB="300"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "RESBENCH_WORKER_MEMORY_MB=300 is too small: a worker maps" in error[0], error
+    needed = int(error[0].split("give at least ")[1].split()[0].replace(",", ""))
+    assert 300 < needed < 16_384 and "SIGABRT" not in result.stderr
+    ok = faults.resbench("run", suite, "--out", out, env=faults.cli_env(RESBENCH_WORKER_MEMORY_MB=str(needed + 512)))
+    assert ok.returncode == 0 and RunFile.load(out).rows[0].status == "ok", ok.stderr[-2000:]
+
+
+def test_weights_given_as_a_directory_say_so(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ckpt").mkdir()
+    suite = faults.write_suite(tmp_path / "suite.yaml", models=[{"name": "resnet18", "weights": "ckpt"}])
+    assert_one_line_error(*run_main(monkeypatch, capsys, "run", suite, "--out", tmp_path / "run.json"),
+                          f"weights {str(tmp_path / 'ckpt')!r} is a directory; give a checkpoint file (.pth")
+
+
+def _run_with(tmp_path: Path, **row_fields) -> Path:
+    """A run file of one ok row whose fields are replaced by `row_fields` as raw JSON (bypassing the model)."""
+    import json
+
+    from resbench.stats import summarize
+
+    suite = load_suite(faults.write_suite(tmp_path / "suite.yaml"))
+    case = expand(suite, "cpu")[0]
+    row = base_row(case, None, "ok", latency_ms=summarize([2.0, 2.1]), samples_ms=[2.0, 2.1],
+                   throughput_ips=500.0)
+    data = json.loads(RunFile(env={}, suite=suite.model_dump(mode="json"), rows=[row]).to_json())
+    data["rows"][0].update(row_fields)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("command", [["recommend"], ["report", "--html", "r.html"],
+                                     ["report", "--pytest-benchmark", "pb.json"]])
+@pytest.mark.parametrize("fields, fragment", [
+    ({"samples_ms": [float("nan"), 2.0]}, "rows.0.samples_ms.0: Input should be a finite number"),
+    ({"samples_ms": [0.0, 0.0]}, "rows.0.samples_ms.0: Input should be greater than 0"),
+    ({"latency_ms": {"n": 2, "median": -6.144, "mean": 1, "stdev": 0, "min": 1, "max": 1, "p90": 1, "p95": 1,
+                     "p99": -6.144, "ci_median": [1, 1], "cv": 0}}, "rows.0.latency_ms.median: Input should be"),
+])
+def test_reports_and_recommend_refuse_impossible_numbers(tmp_path, monkeypatch, capsys, command, fields, fragment):
+    """These were exit 1 "internal error" (report) or a recommendation for "lowest p99 (-6.144 ms)"."""
+    path = _run_with(tmp_path, **fields)
+    args = [command[0], path, *[a if a.startswith("--") else str(tmp_path / a) for a in command[1:]]]
+    assert_one_line_error(*run_main(monkeypatch, capsys, *args), fragment)
+
+
+def test_reports_render_nan_parity_metrics(tmp_path, monkeypatch, capsys):
+    """A NaN output is a legitimate (failing) parity result: every report renders it."""
+    nan = float("nan")
+    path = _run_with(tmp_path, parity={"reference": "fp64", "rel_l2": nan, "max_abs": nan, "cosine": nan,
+                                       "sqnr_db": nan, "top1_agree": 0.0, "top5_overlap": 0.0, "err_ratio": nan,
+                                       "passed": False, "rule": "NaN in the output"})
+    outputs = {flag: tmp_path / name for flag, name in (("--html", "r.html"), ("--md", "r.md"), ("--csv", "r.csv"),
+                                                        ("--pytest-benchmark", "pb.json"))}
+    monkeypatch.setattr(sys, "argv", ["resbench", "report", str(path),
+                                      *[part for flag, p in outputs.items() for part in (flag, str(p))]])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert all(p.is_file() for p in outputs.values())
+    code, lines = run_main(monkeypatch, capsys, "recommend", path)
+    assert code == 0, lines
+
+
+def test_every_error_line_is_capped(tmp_path, monkeypatch, capsys):
+    """A 4.3 MB "one-line" error was printed for an alias-expanded value."""
+    suite = faults.write_suite(tmp_path / "suite.yaml", description=["x" * 100] * 3000)
+    code, lines = run_main(monkeypatch, capsys, "run", suite, "--out", tmp_path / "run.json")
+    assert code == 2 and len(lines) == 1 and len(lines[0]) < 700, (len(lines[0]), lines[0][:200])

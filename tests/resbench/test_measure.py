@@ -17,7 +17,8 @@ import faults  # noqa: E402
 
 def test_run_group_reports_each_stage_and_streams_rows():
     suite = parse_suite(yaml.safe_dump(faults.suite_dict(
-        backends=["eager", {"name": "eager", "cuda_graphs": True}], timing={"l2": "cold"})))
+        # max_time_s is a cap on host time, cold-L2 flushes (256 MiB each) included: room for min_iters
+        backends=["eager", {"name": "eager", "cuda_graphs": True}], timing={"l2": "cold", "max_time_s": 5.0})))
     cases = expand(suite, "cpu")
     stages: list[tuple[int | None, str]] = []
     streamed: list[int] = []

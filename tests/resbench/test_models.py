@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from resbench.errors import ModelError
-from resbench.models import BUILTIN_NAMES, ModelSpec, build_model, construct, model_cost
+from resbench.models import BUILTIN_NAMES, ModelSpec, build_model, construct, count_flops, model_cost
 from resbench.models.resnet import resnet18
 
 # torchvision weight metadata (`num_params`, `_ops` GMAC at 224x224), ResNet*_Weights.IMAGENET1K_V1
@@ -160,3 +160,51 @@ class DataDependent(torch.nn.Module):
 def test_flops_of_a_model_that_needs_real_values() -> None:
     cost = model_cost(DataDependent(), 32)
     assert cost.flops_per_image == 2 * 32 * 32 * 8 * 27 + 2 * 8 * 10
+
+
+def test_a_missing_package_hint_names_the_pip_package(monkeypatch) -> None:
+    """`torchvision:NAME` imports torchvision.models; the hint said `pip install torchvision.models`."""
+    import importlib
+
+    real = importlib.import_module
+
+    def no_torchvision(name: str, *args):
+        if name.startswith("torchvision"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_torchvision)
+    with pytest.raises(ModelError) as info:
+        construct(ModelSpec("torchvision:resnet18"))
+    assert "install it with `pip install torchvision`" in str(info.value)
+    assert "torchvision.models`" not in str(info.value)
+
+
+def test_counting_flops_does_not_import_dynamo(tmp_path: Path) -> None:
+    """The count ran on meta tensors, whose elementwise ops import torch._dynamo, which creates the
+    TorchInductor cache folder: an eager-only run failed where that folder could not be created."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from resbench.models import ModelSpec, construct, count_flops; "
+            "print(count_flops(construct(ModelSpec('resnet50')), 224), 'torch._dynamo' in sys.modules)")
+    env = {**__import__("os").environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "file" / "cache")}
+    (tmp_path / "file").write_text("a file where the cache folder would go\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["8178368512", "False"]   # torchvision's 4.089 GMAC, and no dynamo
+
+
+def test_flops_of_odd_convolutions_match_a_real_forward() -> None:
+    """The shape-only count (no conv arithmetic) equals counting a real forward: strides, dilation, groups,
+    'same' and 'valid' padding, odd sizes."""
+    from resbench.models.flops import _count_flops
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding="same", groups=4), torch.nn.Conv2d(8, 16, 5, padding="valid", dilation=2),
+        torch.nn.Conv2d(16, 16, (3, 1), stride=(2, 1), padding=(1, 0)), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    for size in (33, 64, 97):
+        assert count_flops(net, size) == _count_flops(net, size) > 0

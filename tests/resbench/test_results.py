@@ -118,3 +118,73 @@ def test_reading_a_run_file_does_not_import_torch(tmp_path: Path) -> None:
             f"r = RunFile.load({str(tmp_path / 'r.json')!r}); r.rows[0].identity; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # report / compare / recommend start fast
+
+
+# ------------------------------------------------------------------------------------ never trust a file
+
+
+def _tampered(tmp_path: Path, edit) -> Path:
+    """A valid run file with one edit applied to its JSON (as an editor, a bug or a hand would)."""
+    data = json.loads(make_run(3).to_json())
+    edit(data)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))   # json writes NaN / Infinity as Python reads them back
+    return path
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(data):
+        node = data
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, where", [
+    (_set("rows", 1, "samples_ms", 2, float("nan")), "rows.1.samples_ms.2: Input should be a finite number"),
+    (_set("rows", 1, "samples_ms", 0, float("inf")), "rows.1.samples_ms.0: Input should be a finite number"),
+    (_set("rows", 2, "samples_ms", 4, 0.0), "rows.2.samples_ms.4: Input should be greater than 0 (got 0.0)"),
+    (_set("rows", 0, "samples_ms", 1, -3.0), "rows.0.samples_ms.1: Input should be greater than 0 (got -3.0)"),
+    (_set("rows", 0, "latency_ms", "p99", -6.144), "rows.0.latency_ms.p99: Input should be greater than 0"),
+    (_set("rows", 0, "latency_ms", "median", float("nan")), "rows.0.latency_ms.median: Input should be a finite"),
+    (_set("rows", 1, "samples_ms", []), "rows.1: an ok row needs its raw samples and statistics; samples_ms is empty"),
+    (_set("rows", 1, "latency_ms", None), "rows.1: an ok row needs its raw samples and statistics; latency_ms"),
+    (_set("rows", 2, "samples_ms", [1.0, 1.1]), "rows.2: latency_ms.n is 5 but samples_ms holds 2 samples"),
+    (_set("rows", 0, "memory", {"process_mb": -1.0}), "rows.0.memory.process_mb: Input should be greater than or"),
+    (_set("rows", 0, "throughput_ips", float("inf")), "rows.0.throughput_ips: Input should be a finite number"),
+    (_set("rows", 0, "repeat_medians_ms", [1.0, 0.0]), "rows.0.repeat_medians_ms.1: Input should be greater than 0"),
+])
+def test_impossible_measurements_are_rejected_on_load_naming_row_and_field(tmp_path, edit, where):
+    """NaN, infinite, zero or negative latencies used to PASS the gate (negative as FASTER -200%) and win
+    `recommend` ("lowest p99 (-6.144 ms)")."""
+    path = _tampered(tmp_path, edit)
+    with pytest.raises(RunFileError) as info:
+        RunFile.load(path)
+    message = str(info.value)
+    assert message.startswith(f"run file {str(path)!r} is invalid at ") and where in message, message
+    assert "\n" not in message and info.value.exit_code == 2
+
+
+def test_deeply_nested_json_and_huge_values_are_one_short_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"schema": "resbench.run/1", "env": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(RunFileError, match="nested too deeply"):
+        RunFile.load(deep)
+    huge = _tampered(tmp_path, _set("rows", 0, "batch_size", "x" * 1_000_000))
+    with pytest.raises(RunFileError) as info:
+        RunFile.load(huge)
+    assert "rows.0.batch_size" in str(info.value) and len(str(info.value)) < 700
+
+
+def test_settings_are_recorded_and_old_files_without_them_still_load(tmp_path):
+    run = make_run(1)
+    run.settings.repeat = 3
+    run.save(tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["settings"] == {"repeat": 3}
+    data = json.loads(make_run(1).to_json())
+    del data["settings"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert RunFile.load(tmp_path / "old.json").settings.repeat == 1

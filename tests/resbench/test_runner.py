@@ -76,7 +76,8 @@ def test_run_file_keeps_group_order_whatever_order_rows_arrive_in(tmp_path):
                                                          batch_sizes=[1, 2])))
     cases = expand(suite, "cpu")
     out = tmp_path / "run.json"
-    earlier = base_row(cases[0], None, "skipped", "from an earlier run")
+    # a row of another case (a row of one of `cases` would be replaced in place: one row per case)
+    earlier = base_row(cases[0], None, "skipped", "from an earlier run").model_copy(update={"batch_size": 7})
     run = RunFile(env={}, suite={}, rows=[earlier])
     saved: list[list[str]] = []
     finished_groups: list[int] = []
@@ -93,3 +94,38 @@ def test_run_file_keeps_group_order_whatever_order_rows_arrive_in(tmp_path):
     assert [r.reason for r in RunFile.load(out).rows] == saved[-1]
     assert finished_groups == [2, 1]
 
+
+
+class _Remeasures(Executor):
+    """Answers every unit with an ok row (canned samples), as a resumed run re-measuring a crash would."""
+
+    name, in_process = "canned-ok", True
+
+    def __init__(self, saved: list[list[tuple[int, str]]], out: Path):
+        self.saved, self.out = saved, out
+
+    def run(self, units, sink) -> None:
+        from resbench.stats import summarize
+
+        for unit in units:
+            rows = [base_row(c, None, "ok", latency_ms=summarize([1.0]), samples_ms=[1.0]) for c in unit.cases]
+            for index, row in enumerate(rows):
+                sink.row(unit, index, row)
+                self.saved.append([(r.batch_size, r.status) for r in RunFile.load(self.out).rows])
+            sink.unit_done(unit, rows)
+
+
+def test_a_resumed_crash_keeps_its_row_and_place_until_its_new_row_replaces_it(tmp_path):
+    suite = parse_suite(yaml.safe_dump(faults.suite_dict(batch_sizes=[1, 2, 3])))
+    cases = expand(suite, "cpu")
+    crashed = base_row(cases[1], None, "crashed", "crashed during measure of eager: killed by SIGSEGV")
+    done = base_row(cases[2], None, "skipped", "skipped before")
+    out = tmp_path / "run.json"
+    saved: list[list[tuple[int, str]]] = []
+
+    run = run_suite([cases[0], cases[1]], RunFile(env={}, suite={}, rows=[crashed, done]), out,
+                    executor=_Remeasures(saved, out), checked=Preflight())
+
+    assert saved == [[(2, "crashed"), (3, "skipped"), (1, "ok")],
+                     [(2, "ok"), (3, "skipped"), (1, "ok")]]
+    assert [(r.batch_size, r.status) for r in run.rows] == [(2, "ok"), (3, "skipped"), (1, "ok")]

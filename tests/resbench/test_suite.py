@@ -103,3 +103,110 @@ def test_shipped_suites_validate(path: Path) -> None:
     suite = load_suite(path)
     assert isinstance(suite, Suite)
     assert expand(suite, "cpu") and expand(suite, "cuda")
+
+
+# ------------------------------------------------------------------------------------ untrusted input
+
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8))
+
+
+def _bounded(fn, *args):
+    """(result or exception, seconds, peak MB of Python allocations) of fn(*args): timed in one call and
+    traced in another (tracemalloc slows Python code several-fold)."""
+    import time
+    import tracemalloc
+
+    def call():
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - returned for the assertions
+            return exc
+
+    t0 = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - t0
+    tracemalloc.start()
+    try:
+        call()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return result, seconds, peak
+
+
+def test_billion_laughs_is_rejected_in_bounded_time_and_memory() -> None:
+    """Nested anchors expanding to 10^9 values: 32 s, 3.6 GB and a MemoryError before the alias budget."""
+    text = LAUGHS + GOOD.replace("backends: [eager]", "backends: [{name: eager, x: *i}]")
+    assert len(text) < 1000
+    error, seconds, peak_mb = _bounded(parse_suite, text, "bad.yaml")
+    assert isinstance(error, SuiteError), error
+    assert "expands to more than 20,000 values" in str(error) and len(str(error)) < 300
+    assert seconds < 5 and peak_mb < 50, (seconds, peak_mb)
+
+
+def test_millions_of_duplicate_batch_sizes_are_refused_without_parsing_them(tmp_path: Path) -> None:
+    """3.5 million duplicates ran to a MemoryError; the file is refused by its size before any parsing."""
+    path = tmp_path / "big.yaml"
+    with path.open("w") as f:
+        f.write(GOOD.replace("batch_sizes: [1, 2]\n", ""))
+        f.write("batch_sizes: [" + "1, " * 3_500_000 + "1]\n")
+    error, seconds, peak_mb = _bounded(load_suite, path)
+    assert isinstance(error, SuiteError) and "larger than 1,048,576 bytes" in str(error), error
+    assert seconds < 5 and peak_mb < 50, (seconds, peak_mb)
+    # within the size limit, a list longer than the value budget stops the parser early
+    error, seconds, peak_mb = _bounded(parse_suite, GOOD + "cpu: {batch_sizes: [" + "1," * 100_000 + "1]}\n")
+    assert isinstance(error, SuiteError) and "more than 20,000 values" in str(error), error
+    assert seconds < 10 and peak_mb < 100, (seconds, peak_mb)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (GOOD + "name: again\n", ["line 7", "key 'name' is given twice (first on line 2)"]),
+    (GOOD.replace("[1, 2]", "[1, 1]"), ["batch_sizes", "batch size 1 is listed twice (positions 0 and 1)"]),
+    (GOOD.replace("[resnet18]", "[resnet18, {name: resnet18}]"), ["models", "model 'resnet18' is listed twice"]),
+    (GOOD.replace("[fp32]", "[fp32, bf16, fp32]"), ["dtypes", "dtype 'fp32' is listed twice"]),
+    (GOOD.replace("[eager]", "[eager, eager]"), ["backends[1]", "same case as backends[0] (eager"]),
+    (GOOD.replace("[eager]", "[eager, {name: eager, cuda_graphs: false}]"), ["backends[1]", "same case"]),
+    (GOOD + "cpu: {batch_sizes: [2, 2]}\n", ["cpu.batch_sizes", "listed twice"]),
+    (GOOD.replace("[1, 2]", "[true]"), ["batch_sizes[0]", "valid integer (got True)"]),
+    (GOOD.replace("[1, 2]", "['8']"), ["batch_sizes[0]", "valid integer (got '8')"]),
+    (GOOD + "image_size: 224.0\n", ["image_size", "valid integer"]),
+    (GOOD + "parity: {seed: 18446744073709551616}\n", ["parity.seed", "less than or equal to 9223372036854775807"]),
+    (GOOD + "parity: {seed: -1}\n", ["parity.seed", "greater than or equal to 0"]),
+    (GOOD.replace("name: t", "name: ../../../x"), ["name", "'../../../x' is not allowed", "runs/<name>/"]),
+    (GOOD.replace("name: t", "name: /abs/dir"), ["name", "'/abs/dir' is not allowed"]),
+    (GOOD.replace("name: t", "name: ''"), ["name", "is not allowed"]),
+    (GOOD + "x: " + "[" * 200 + "]" * 200 + "\n", ["nested more than 32 levels deep"]),
+    (GOOD + "x: &r [*r]\n", ["recursive alias"]),
+    (GOOD.replace("[1, 2]", "[" + ", ".join(str(b) for b in range(1, 101)) + "]")
+     .replace("[eager]", "[eager, compile, {name: compile, mode: max-autotune}, onnxruntime]")
+     .replace("[fp32]", "[fp32, fp16, bf16, tf32]").replace("[resnet18]", "[resnet18, resnet34, resnet50, resnet101]"),
+     ["expands to 6,400 cases on cuda (4 models x 4 backends x 100 batch_sizes x 4 dtypes); at most 5,000"]),
+])
+def test_untrusted_suite_text_is_one_line(text: str, expected: list[str]) -> None:
+    message = error_of(text)
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_an_error_shows_a_huge_value_truncated() -> None:
+    message = error_of(GOOD + "image_size: '" + "x" * 900_000 + "'\n")
+    assert "image_size" in message and "chars]" in message and len(message) < 700
+
+
+def test_a_non_utf8_suite_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("name: t", "name: caf\xe9").encode("latin-1"))
+    with pytest.raises(SuiteError, match=r"not UTF-8 text \(byte 0xe9 at offset \d+\)"):
+        load_suite(path)
+
+
+def test_relative_weights_resolve_against_the_suite_folder(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "suite.yaml").write_text(GOOD.replace("[resnet18]", "[{name: resnet18, weights: ckpt/r18.pth}]"))
+    monkeypatch.chdir(tmp_path)   # not the suite's folder
+    suite = load_suite("project/suite.yaml")
+    assert suite.models[0].weights == str(folder / "ckpt" / "r18.pth")
+    absolute = GOOD.replace("[resnet18]", "[{name: resnet18, weights: /data/r18.pth}]")
+    assert parse_suite(absolute, "x.yaml", base_dir=folder).models[0].weights == "/data/r18.pth"

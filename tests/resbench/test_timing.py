@@ -113,3 +113,39 @@ def test_running_out_of_time_with_the_target_met_is_not_noisy():
 
     assert m.spent_s >= cfg.max_time_s and len(m.samples) < cfg.rounds
     assert m.converged and noise_warnings(m, cfg) == []
+
+
+class Slow(Sampler):
+    """Every call takes CALL_S of host time (a sleep: it does not compete for the CPU)."""
+
+    CALL_S = 0.05
+
+    def __init__(self) -> None:
+        super().__init__(lambda x: x, X, "device", "warm")
+        self.calls = 0
+
+    def sample(self, count: int) -> list[float]:
+        time.sleep(self.CALL_S * count)
+        self.calls += count
+        return [self.CALL_S * 1e3] * count
+
+
+def test_max_time_s_is_a_cap_not_a_wish():
+    """min_iters 200 at 50 ms a call is 10 s; max_time_s 0.2 s must stop sampling after about 0.2 s (the
+    slice used to insist on min_iters / rounds = 200 calls first), and the row says what it got and why."""
+    m = Measurement("slow", Slow())
+    cfg = config(min_iters=200, rounds=1, min_time_s=0.1, max_time_s=0.2)
+    t0 = time.perf_counter()
+
+    measure_interleaved([m], cfg)
+
+    assert time.perf_counter() - t0 < 2.0                  # 10 s before; a loaded machine adds sleep slack
+    assert 1 <= len(m.samples) <= 8 and m.sampler.calls == len(m.samples)
+    (warning,) = noise_warnings(m, cfg)
+    assert f"{len(m.samples)} samples < min_iters 200" in warning and "max_time_s ran out" in warning
+
+
+def test_a_call_longer_than_max_time_s_still_gives_one_sample():
+    m = Measurement("slower", Slow())
+    measure_interleaved([m], config(min_iters=20, rounds=5, min_time_s=0.01, max_time_s=0.01))
+    assert m.samples == [Slow.CALL_S * 1e3]
