@@ -1,7 +1,8 @@
 """resbench's fused Triton kernels: conv + folded BatchNorm + residual add + ReLU in one launch.
 
-Public API (stable): `conv_bn_act` (the fused op), `fold_bn` (exact fp32 BatchNorm folding), `fuse_model`
-(an inference copy of a CNN whose conv-BN(-add)-ReLU chains run on the fused op). `conv_bn_act_ref` is the
+Public API (stable): `conv_bn_act` (the fused op: optional BN-ReLU prologue, grouped convs), `fold_bn` (exact
+fp32 BatchNorm folding), `fuse_model` (an inference copy of a CNN whose convs, with the BN, ReLU and residual
+add around them, run on the fused op). `conv_bn_act_ref` is the
 pure-PyTorch reference the tests compare against; `autotuning` tunes launch configs on a GPU.
 See docs/kernels.md."""
 

@@ -8,7 +8,13 @@ tuned winner (notes/kernels.md §13).
 Why these tiles (notes/kernels.md §11, §13; resources from the sm_90 compile check, tests/kernels/test_sm90_compile.py):
 - 16-bit: 64x64x32/4w/3s, 64x64x64/4w/4s, 128x64x64/4w/4s, 64x128x64/4w/4s. All stay under 100 KB of shared
   memory and spill nothing with 4 warps. 128x128x64 with 4 warps spills (REG 255, STACK 112): dropped.
-- fp32 (tf32 or ieee dots): 128x64x32/4w/3s and 64x64x32/4w/4s (BLOCK_K 32 keeps 4-byte tiles in budget).
+- fp32: 128x64x32/4w/3s and 64x64x32/4w/4s with TF32 dots (BLOCK_K 32 keeps 4-byte tiles in budget); exact
+  fp32 ("ieee", FMA units) only 64x64x32/4w/4s: 128x64x32 spills under Triton 3.6 there (16-56 bytes on the 1x1
+  + downsample, int64 and stem kernels).
+- The stem's flat (r, s, c) gather (C = 3, K_red = 147) decodes a 7x7 index per element and is heavy on
+  registers: under Triton 3.6, 128x64x64 spills 968 bytes (255 registers) and 64x64x64 / 64x128x64 sit at the
+  255-register ceiling; 64x64x32/4w/3s takes 119 (fp32: 168), and BLOCK_K 32 wastes 8% of a 147-long
+  reduction where 64 wastes 23%. So flat problems get their own small table (docs/kernels.md has the numbers).
 - 8 warps only for 1x1 convolutions (a plain GEMM loop): Inductor's conv template gave wrong results with
   8 warps on non-1x1 kernels (pytorch/pytorch #173068; torch 2.13 caps non-1x1 templates at 4 warps), and our
   flattened (r, s, c) loop has the same shape. Every candidate is also cross-checked against a reference when
@@ -79,6 +85,9 @@ class ConvProblem:
     relu: bool
     c_ds: int = 0  # input channels of a fused downsample branch (0: none)
     input_precision: str = "tf32"
+    groups: int = 1  # grouped convolution: C / groups input channels per output channel
+    prologue: bool = False  # per-input-channel scale/shift (a BN before the conv) applied while loading x
+    prologue_relu: bool = False  # ... followed by a ReLU
 
     @property
     def M(self) -> int:
@@ -90,7 +99,8 @@ class ConvProblem:
 
     @property
     def reduction(self) -> int:
-        return self.C * self.R * self.S + self.c_ds
+        """Terms summed into one output: (C / groups) * R * S, plus the downsample's C_ds."""
+        return self.C // self.groups * self.R * self.S + self.c_ds
 
     def key(self) -> str:
         """The tuning key: every kernel flag plus M bucketed to a power of two."""
@@ -99,7 +109,10 @@ class ConvProblem:
         return (f"M{m_bucket}_K{self.K}_C{self.C}_R{self.R}x{self.S}_s{self.stride[0]}x{self.stride[1]}"
                 f"_p{self.padding[0]}x{self.padding[1]}_d{self.dilation[0]}x{self.dilation[1]}_{dtype}"
                 f"_{self.input_precision if self.dtype == torch.float32 else 'mma'}"
-                f"_res{int(self.has_residual)}_relu{int(self.relu)}_ds{self.c_ds}")
+                f"_res{int(self.has_residual)}_relu{int(self.relu)}_ds{self.c_ds}"
+                # the second wave's flags, named only when set: keys of plain ResNet layers stay as they were
+                + (f"_g{self.groups}" if self.groups > 1 else "")
+                + (f"_pro{1 + int(self.prologue_relu)}" if self.prologue else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -119,15 +132,33 @@ CONFIGS_FP32: tuple[TileConfig, ...] = (
     TileConfig(128, 64, 32, num_warps=4, num_stages=3),
     TileConfig(64, 64, 32, num_warps=4, num_stages=4),
 )
+CONFIGS_FP32_IEEE: tuple[TileConfig, ...] = (TileConfig(64, 64, 32, num_warps=4, num_stages=4),)
+CONFIGS_FLAT_16BIT: tuple[TileConfig, ...] = (
+    TileConfig(64, 64, 32, num_warps=4, num_stages=3),
+    TileConfig(64, 64, 32, num_warps=4, num_stages=4),
+    TileConfig(64, 64, 16, num_warps=4, num_stages=3),
+)
+CONFIGS_FLAT_FP32: tuple[TileConfig, ...] = (
+    TileConfig(64, 64, 32, num_warps=4, num_stages=3),
+    TileConfig(64, 64, 16, num_warps=4, num_stages=3),
+)
 SPLIT_K_CHOICES: tuple[int, ...] = (2, 4, 8, 16)
 MIN_ITERATIONS_PER_SPLIT = 4
 
 
-def hopper_configs(dtype: torch.dtype, is_1x1: bool) -> tuple[TileConfig, ...]:
-    """Every base configuration (split_k = 1) the table holds for this dtype and kernel class."""
-    if dtype == torch.float32:
-        return CONFIGS_FP32
-    return CONFIGS_16BIT + (CONFIGS_16BIT_1X1_8WARPS if is_1x1 else ())
+def gathers_flat(problem: ConvProblem) -> bool:
+    """A problem whose reduction runs as the flat (r, s, c) gather with 32-wide K blocks (C < 16: the stem)."""
+    return resolve_flat_rsc(problem, TileConfig(64, 64, 32))
+
+
+def hopper_configs(problem: ConvProblem) -> tuple[TileConfig, ...]:
+    """Every base configuration (split_k = 1) the table holds for this problem's dtype and kernel class."""
+    fp32 = problem.dtype == torch.float32
+    if gathers_flat(problem):
+        return CONFIGS_FLAT_FP32 if fp32 else CONFIGS_FLAT_16BIT
+    if fp32:
+        return CONFIGS_FP32_IEEE if problem.input_precision == "ieee" else CONFIGS_FP32
+    return CONFIGS_16BIT + (CONFIGS_16BIT_1X1_8WARPS if problem.is_1x1 else ())
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -135,14 +166,45 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def reduction_iterations(problem: ConvProblem, config: TileConfig) -> int:
-    """Trips of the main K loop (flattened (r, s, channel-block) or flat (r, s, c)) for one output tile."""
+    """Trips of the main K loop (flattened (r, s, channel-block) or flat (r, s, c)) for one output tile (for a
+    grouped convolution, the tile that spans the most groups)."""
     if resolve_flat_rsc(problem, config):
         return _cdiv(problem.C * problem.R * problem.S, config.block_k)
-    return problem.R * problem.S * _cdiv(problem.C, config.block_k)
+    return problem.R * problem.S * _cdiv(channel_window(problem, config), config.block_k)
+
+
+def channel_window(problem: ConvProblem, config: TileConfig) -> int:
+    """Input channels one output tile reads: all C, or for a grouped convolution those of the groups its
+    BLOCK_N output channels touch (the widest tile's; the kernel computes the same window per tile)."""
+    return max(hi - lo for lo, hi in tile_channel_windows(problem, config.block_n))
+
+
+def tile_channel_windows(problem: ConvProblem, block_n: int) -> list[tuple[int, int]]:
+    """[lo, hi) input channels read by each column of output tiles (all C unless grouped)."""
+    if problem.groups == 1:
+        return [(0, problem.C)]
+    k_per_group, c_per_group = problem.K // problem.groups, problem.C // problem.groups
+    return [(n0 // k_per_group * c_per_group, ((min(n0 + block_n, problem.K) - 1) // k_per_group + 1) * c_per_group)
+            for n0 in range(0, problem.K, block_n)]
+
+
+def aligned_windows(problem: ConvProblem, config: TileConfig) -> bool:
+    """A grouped convolution whose every tile starts its channel window at a multiple of 16 channels (ResNeXt:
+    at a multiple of BLOCK_N), which the kernel asserts to the compiler (tl.multiple_of)."""
+    return problem.groups > 1 and all(lo % 16 == 0 for lo, _ in tile_channel_windows(problem, config.block_n))
+
+
+def even_channels(problem: ConvProblem, config: TileConfig) -> bool:
+    """Every tile's channel window is a whole number of BLOCK_K blocks: the kernel drops its channel mask
+    (EVEN_C), which also lets the A tile be copied asynchronously (ResNeXt: windows of BLOCK_N channels)."""
+    return all((hi - lo) % config.block_k == 0 for lo, hi in tile_channel_windows(problem, config.block_n))
 
 
 def resolve_flat_rsc(problem: ConvProblem, config: TileConfig) -> bool:
-    """Flat (r, s, c) gathering when channel blocks would be mostly padding (C < BLOCK_K / 2: the stem)."""
+    """Flat (r, s, c) gathering when channel blocks would be mostly padding (C < BLOCK_K / 2: the stem); never
+    for a grouped convolution (the gather is not group-aware)."""
+    if problem.groups > 1:
+        return False
     if config.flat_rsc is not None:
         return config.flat_rsc
     return 2 * problem.C < config.block_k and problem.R * problem.S > 1
@@ -171,7 +233,7 @@ def candidate_configs(problem: ConvProblem, sm_count: int = HOPPER_SM_COUNT) -> 
     m_cap = max(64, 1 << max(problem.M - 1, 0).bit_length())
     n_cap = max(64, 1 << max(problem.K - 1, 0).bit_length())
     out: list[TileConfig] = []
-    for config in hopper_configs(problem.dtype, problem.is_1x1):
+    for config in hopper_configs(problem):
         if config.block_m > m_cap or config.block_n > n_cap:
             continue
         if config.smem_bytes(element_size) > HOPPER_SMEM_BYTES:
@@ -185,13 +247,18 @@ def candidate_configs(problem: ConvProblem, sm_count: int = HOPPER_SM_COUNT) -> 
                 if iterations >= split * MIN_ITERATIONS_PER_SPLIT:
                     out.append(replace(config, split_k=split))
     if not out:  # every tile wider than the problem: keep the smallest
-        out.append(hopper_configs(problem.dtype, problem.is_1x1)[-1])
+        out.append(hopper_configs(problem)[-1])
     return out
 
 
 def default_config(problem: ConvProblem, sm_count: int = HOPPER_SM_COUNT) -> TileConfig:
-    """Untuned choice on a GPU: the larger tile when it still fills the GPU, split-K when even 64x64 does not."""
-    if problem.dtype == torch.float32:
+    """Untuned choice on a GPU: the larger tile when it still fills the GPU, split-K when even 64x64 does not.
+    Flat-gather problems (the stem) and exact-fp32 dots take the first (smallest-footprint) entry of their table:
+    the larger tiles spill there (see the module docstring)."""
+    table = hopper_configs(problem)
+    if gathers_flat(problem) or table is CONFIGS_FP32_IEEE:
+        big = small = table[0]
+    elif problem.dtype == torch.float32:
         big, small = CONFIGS_FP32[0], CONFIGS_FP32[1]
     else:
         big, small = TileConfig(128, 64, 64, num_warps=4, num_stages=4), CONFIGS_16BIT[1]
@@ -217,6 +284,7 @@ def interpreter_config(problem: ConvProblem) -> TileConfig:
 _FORCED: contextvars.ContextVar[TileConfig | None] = contextvars.ContextVar("kernels_forced_config", default=None)
 _TUNED: dict[str, dict[str, TileConfig]] = {}  # device name -> problem key -> winner
 _LOADED: set[str] = set()
+_GENERATION = [0]  # bumped whenever the tuned table changes: launch plans cached before then are stale
 
 
 @contextlib.contextmanager
@@ -257,6 +325,12 @@ def tuned_config(problem: ConvProblem, device: torch.device) -> TileConfig | Non
 
 def record_tuned(problem: ConvProblem, device: torch.device, config: TileConfig) -> None:
     _TUNED.setdefault(device_slug(device), {})[problem.key()] = config
+    _GENERATION[0] += 1
+
+
+def tuned_generation() -> int:
+    """A counter that changes whenever a tuned winner is recorded, loaded or cleared."""
+    return _GENERATION[0]
 
 
 def select_config(problem: ConvProblem, device: torch.device, interpreting: bool) -> TileConfig:
@@ -292,9 +366,11 @@ def load_tuned(path: str | Path) -> int:
         for key, fields in table.items():
             _TUNED.setdefault(slug, {})[key] = TileConfig(**fields)
             count += 1
+    _GENERATION[0] += 1
     return count
 
 
 def clear_tuned() -> None:
     _TUNED.clear()
     _LOADED.clear()
+    _GENERATION[0] += 1

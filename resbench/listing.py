@@ -10,11 +10,15 @@ SUITES_DIR = Path("suites")
 
 
 def models() -> tuple[list[str], list[dict[str, Any]]]:
+    import torch
+
     from resbench.models import BUILTIN_NAMES, ModelSpec, construct, model_cost
 
     rows = []
     for name in BUILTIN_NAMES:
-        cost = model_cost(construct(ModelSpec(name)), 224)
+        with torch.device("meta"):  # shapes only: no memory, no initialisation (VGG-16-BN: 138 M parameters)
+            model = construct(ModelSpec(name))
+        cost = model_cost(model, 224)
         rows.append({"model": name, "params": cost.params, "gflops_224": round(cost.gflops, 3)})
     return ["model", "params", "gflops_224"], rows
 

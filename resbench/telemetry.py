@@ -8,8 +8,14 @@ Per case (measurement.md 4.6): a `Monitor` thread samples every SAMPLE_PERIOD_S 
 tags each sample with the backend being measured at the time; the runner also takes one sample at the
 end of every measurement slice. A slice during which the SM clock fell below LOW_CLOCK_FRACTION of the
 default clock is discarded (timing.py), and a row is flagged (`telemetry.throttled`, plus a warning)
-when a throttle reason was active or the SM clock was low while it was measured. Samples taken while
-NVML reports the GPU idle are not judged: an idle GPU lowers its clock by design."""
+when a thermal or hardware slowdown was active or the SM clock was low while it was measured. Samples taken
+while NVML reports the GPU idle are not judged: an idle GPU lowers its clock by design.
+
+The software power cap is reported apart (`telemetry.power_capped`, `power_cap_samples`), not as throttling:
+an H200 running a large batch sits at its power limit by design (that is its sustained speed, and what a
+deployment gets), so counting it as throttling would flag most heavy rows and make the compare gate call
+them ambiguous (notes/gpu-audit.md, item 14). Clocks the cap pulls below 75% of the default still count as
+low clocks."""
 
 from __future__ import annotations
 
@@ -37,8 +43,10 @@ REASON_NAMES: dict[int, str] = {
     0x80: "hw_power_brake_slowdown",
     0x100: "display_clock_setting",
 }
-# The reasons that mean the GPU ran slower than it was asked to (the others are idleness or settings).
-THROTTLE_BITS = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+# The reasons that mean the GPU ran slower than it was asked to (the others are idleness, settings, and the
+# power cap, reported apart: POWER_CAP_BITS).
+THROTTLE_BITS = 0x8 | 0x20 | 0x40 | 0x80
+POWER_CAP_BITS = 0x4
 
 
 @functools.cache
@@ -171,6 +179,7 @@ def summarize(samples: Sequence[ClockSample], default_sm_mhz: float | None) -> d
         seen |= mask
     throttle_mask = seen & THROTTLE_BITS
     low = [s for s in samples if is_low_clock(s, default_sm_mhz)]
+    capped = [mask for mask in masks if mask & POWER_CAP_BITS]
     return {
         "status": "ok",
         "samples": len(samples),
@@ -183,6 +192,8 @@ def summarize(samples: Sequence[ClockSample], default_sm_mhz: float | None) -> d
         "throttle_reasons": reason_names(throttle_mask),
         "low_clock_samples": len(low),
         "throttled": bool(throttle_mask) or bool(low),
+        "power_capped": bool(capped),
+        "power_cap_samples": len(capped),
     }
 
 

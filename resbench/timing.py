@@ -4,7 +4,9 @@ Modes (always named in the row's `timing_mode`):
 - `device`: one call per sample; CUDA events around it on GPU, `perf_counter` around call + nothing on
   CPU (CPU calls are synchronous). The input is already on the device; the output stays there.
 - `graph` (GPU): UNROLL calls captured in one CUDA graph and replayed; per-call time = replay / UNROLL.
-  Launch-free: what a CUDA-graph deployment sees. On CPU it falls back to `device` with a warning.
+  Launch-free: what a CUDA-graph deployment sees. On CPU it falls back to `device` with a warning. With
+  `l2: cold` the graph holds one call, so that every timed call follows a flush (an unrolled replay would
+  time 1 cold call and 9 warm ones under a "cold" label); each sample then includes one graph launch.
 - `e2e`: host wall clock around host->device copy of a pinned batch, the call, the device->host copy of
   the logits and a synchronize: what a Python caller sees.
 
@@ -21,9 +23,11 @@ samples move to `Measurement.discarded`, the backend pauses CLOCK_RECOVERY_S, an
 (nvbench's throttle rule; measurement.md 4.6).
 
 L2 (`timing.l2`): `warm` leaves caches as the previous call left them (weights of small ResNets stay in
-a 50 MB L2); `cold` writes a COLD_L2_BYTES buffer before every timed call, outside the timed region (on
-the GPU the flush kernel is enqueued before the start event; on the host it runs before the timer
-starts), so each sample starts with no model state in cache."""
+the H200's 60 MB L2); `cold` writes a buffer of at least COLD_L2_BYTES and 4x the device's L2 before every
+timed call, outside the timed region, so each sample starts with no model state in cache. On the GPU the
+host then waits for the flush (untimed) before recording the start event: otherwise the host queues the
+call's first kernels while the ~60 us flush runs, and a launch-bound call reads faster cold than warm
+(notes/gpu-audit.md, item 13; `triton.testing.do_bench` has the same artifact)."""
 
 from __future__ import annotations
 
@@ -41,13 +45,22 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 WARMUP_MIN_ITERS = 10     # and at least warmup_s (trtexec: 200 ms; optimum-benchmark: 10 runs)
 WARMUP_CAP_S = 30.0       # a warm-up never runs longer than this
 GRAPH_UNROLL = 10         # calls per captured graph in `graph` mode
-COLD_L2_BYTES = 256 << 20  # 256 MiB written between calls in `l2: cold` (> 5x the H200's 50 MB L2)
+COLD_L2_BYTES = 256 << 20  # at least 256 MiB written between calls in `l2: cold` (4.3x the H200's 60 MB L2)
+COLD_L2_MULTIPLE = 4       # ... and at least 4x the device's L2 (torch reports 60 MB on the H200)
 CLOCK_RECOVERY_S = 0.05   # pause after a discarded slice before sampling again (nvbench's default)
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cold_l2_bytes(device: torch.device) -> int:
+    """Bytes the cold-L2 flush writes on `device`: COLD_L2_BYTES, or COLD_L2_MULTIPLE x its L2 if larger."""
+    if device.type != "cuda":
+        return COLD_L2_BYTES
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)
+    return max(COLD_L2_BYTES, COLD_L2_MULTIPLE * l2)
 
 
 class Sampler:
@@ -60,8 +73,10 @@ class Sampler:
         if mode == "graph" and not x.is_cuda:
             self.warnings.append("timing mode 'graph' needs CUDA; measured in 'device' mode on CPU")
         # l2 cold: written before every timed call, outside the timed region
-        self.flush_buffer = torch.empty(COLD_L2_BYTES, dtype=torch.uint8, device=x.device) if l2 == "cold" else None
+        self.flush_buffer = (torch.empty(cold_l2_bytes(x.device), dtype=torch.uint8, device=x.device)
+                             if l2 == "cold" else None)
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.unroll = 1 if self.flush_buffer is not None else GRAPH_UNROLL  # calls per captured graph
         if self.mode == "e2e":
             self._host_input = x.detach().to("cpu").pin_memory() if x.is_cuda else x.detach().clone()
 
@@ -84,11 +99,11 @@ class Sampler:
             torch.cuda.current_stream().wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
-                for _ in range(GRAPH_UNROLL):
+                for _ in range(self.unroll):
                     self.fn(self.x)
 
     def sample(self, count: int) -> list[float]:
-        """`count` samples in ms (one per call; in graph mode one per replay of GRAPH_UNROLL calls)."""
+        """`count` samples in ms (one per call; in graph mode one per replay of `unroll` calls)."""
         if self.mode == "e2e":
             out = []
             for _ in range(count):
@@ -111,7 +126,9 @@ class Sampler:
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                   for _ in range(count)]
         for start, end in events:
-            self._flush_l2()
+            if self.flush_buffer is not None:
+                self._flush_l2()
+                synchronize(self.device)  # untimed: the call's launches start after the flush (see above)
             start.record()
             if self._graph is not None:
                 self._graph.replay()
@@ -119,7 +136,7 @@ class Sampler:
                 self.fn(self.x)
             end.record()
         synchronize(self.device)
-        per = GRAPH_UNROLL if self._graph is not None else 1
+        per = self.unroll if self._graph is not None else 1
         return [start.elapsed_time(end) / per for start, end in events]
 
 

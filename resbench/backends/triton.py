@@ -1,15 +1,24 @@
 """resbench's own fused Triton kernels (`kernels/`): every conv -> BatchNorm (-> residual add) -> ReLU chain of
-the model runs as one launch of `resbench::conv_bn_act`; the ResNet downsample branch rides in the block's
-last kernel. Pooling and the classifier stay eager.
+the model runs as one launch of `resbench::conv_bn_act`, a BN-ReLU in front of a conv (pre-activation ResNets,
+DenseNet) as that launch's prologue, grouped convs (ResNeXt) too; the ResNet downsample branch rides in the
+block's last kernel. Pooling and the classifier stay eager.
 
 `prepare` (all inside `prepare_s`): fold BN in fp32 from the fp32 copy (`kernels.fuse_model`, which also packs
 the weights), cast to the run dtype (the epilogue's scale and shift stay fp32), one forward inside
 `kernels.autotuning()` (each distinct layer shape times its candidate tile configs, each cross-checked against
-a PyTorch reference), one warm-up forward (every kernel variant compiled), then the optional CUDA-graph
-capture. `fp32` rows run exact-fp32 dots (`ieee`: TF32 off, like the rest of resbench's fp32 rows); `tf32`
-rows run TF32 dots. On CPU the backend is skipped: the Triton interpreter runs these kernels there for the
-tests, but it is a simulator, not something to time. The module imports neither Triton nor `kernels` until
+a PyTorch reference), one warm-up forward (every kernel variant compiled, and each layer's launch plan
+cached: `kernels.conv_bn_act.run_cached`), then the CUDA-graph capture. `fp32` rows run exact-fp32 dots
+(`ieee`: TF32 off, like the rest of resbench's fp32 rows); `tf32` rows run TF32 dots. On CPU the backend is
+skipped: the Triton interpreter runs these kernels there for the tests, but it is a simulator, not something to
+time. The module imports neither Triton nor `kernels` until
 `prepare`, so listing backends stays cheap and works without a GPU.
+
+`cuda_graphs` defaults to `auto` (captured on CUDA): without a graph a forward is 49 fused launches issued from
+Python. Through the custom op each cost about 27 us of host work before its launch (dispatch, checks, config
+key, argument binding; notes/gpu-audit.md item 6), 1.3 ms per ResNet-50 forward, more than the H200 needs for
+the whole forward at batch 1 to 32, so such a row timed the host. The cached launch path now skips all but the
+launch itself (208 -> 13 us per call on a loaded 2-core CPU, launch excluded), but Triton's own launch remains
+per kernel; the graph replays the 49 launches with none of it. `cuda_graphs: false` measures the eager path.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ CPU_REASON = "the triton backend needs a CUDA GPU; the Triton interpreter is for
 
 
 class TritonOptions(BackendOptions):
-    cuda_graphs: CudaGraphSetting = False
+    cuda_graphs: CudaGraphSetting = "auto"  # captured on CUDA (see the module docstring), plain on CPU
     fuse_downsample: bool = True  # False: the downsample 1x1 conv + BN as its own launch (option A)
     autotune: bool = True  # False: untuned default tiles (kernels/configs.py `default_config`)
 
@@ -40,7 +49,8 @@ def input_precision(dtype: str) -> str:
 @register
 class TritonBackend(Backend):
     name = "triton"
-    description = "resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch"
+    description = ("resbench fused Triton kernels: conv + folded BN + residual add + ReLU in one launch "
+                   "(+ a BN-ReLU prologue, grouped convs)")
     Options = TritonOptions
 
     def available(self, device: torch.device) -> tuple[bool, str]:
@@ -91,12 +101,16 @@ class TritonBackend(Backend):
             tuned = {"tuned_problems": len(log.winners),
                      "rejected_configs": sum(len(r) for r in log.rejected.values())}
         tune_s = time.perf_counter() - t0
-        forward(example)  # every kernel variant compiled before any capture or timing
+        forward(example)  # every kernel variant compiled and each layer's launch plan cached, before any capture
         if example.is_cuda:
             torch.cuda.synchronize(example.device)
         captured = wants_graph(options.cuda_graphs, example.device)
         self._artifacts = {"fused_convs": len(modules),
                            "fused_downsamples": sum(1 for m in modules if m.stride_ds),
+                           "fused_prologues": sum(1 for m in modules if m.has_prologue),
+                           "grouped_convs": sum(1 for m in modules if m.groups > 1),
                            "batchnorms_left": batchnorms_left, "autotune_s": round(tune_s, 3),
                            "cuda_graph": captured, **tuned}
+        if example.is_cuda:
+            self._artifacts["launch_plans"] = sum(len(m._plans) for m in modules)
         return maybe_capture(forward, example, options.cuda_graphs) if captured else forward

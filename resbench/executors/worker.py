@@ -16,7 +16,9 @@ stderr go to the parent, which passes them on and keeps the tail for crash reaso
 
 A worker never outlives its parent: stdin stays open for the whole group and its end (the parent exited,
 or was killed) ends the worker; on Linux PR_SET_PDEATHSIG does the same even if Python is stuck in C.
-RESBENCH_WORKER_MEMORY_MB caps the worker's address space (RLIMIT_AS) once torch is imported (_cap_memory)."""
+RESBENCH_WORKER_MEMORY_MB caps the worker's memory once torch is imported (_cap_memory): its address space
+(RLIMIT_AS) on CPU; its data segment (RLIMIT_DATA) when a case runs on CUDA, whose driver reserves far more
+address space than any cap when it initialises."""
 
 from __future__ import annotations
 
@@ -50,16 +52,22 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch_stdin, name="resbench-parent-watch", daemon=True).start()
 
 
-MEMORY_HEADROOM_MB = 256  # address space a capped worker needs beyond its imports (a small model, inputs)
+MEMORY_HEADROOM_MB = 256  # memory a capped worker needs beyond its imports (a small model, inputs)
 
 
-def _cap_memory() -> str | None:
-    """Apply RESBENCH_WORKER_MEMORY_MB (RLIMIT_AS) once torch is imported. Returns why the cap is too small
-    when the worker's address space after its imports leaves less than MEMORY_HEADROOM_MB under it.
+def _cap_memory(on_cuda: bool) -> str | None:
+    """Apply RESBENCH_WORKER_MEMORY_MB once torch is imported. Returns why the cap is too small when what
+    the worker holds after its imports leaves less than MEMORY_HEADROOM_MB under it.
 
     After the imports, not before: importing torch maps hundreds of MiB of address space (about 700 MiB
     with the CPU wheel, several GiB with CUDA's libraries), and under a smaller cap the import died with
-    SIGABRT in numpy's or torch's C code, a crash that named neither the cap nor what it needs."""
+    SIGABRT in numpy's or torch's C code, a crash that named neither the cap nor what it needs.
+
+    Under CUDA not RLIMIT_AS: the driver reserves virtual address space for unified addressing (on the
+    order of the host's and the GPUs' memory together, none of it resident) when it initialises, so any
+    useful address-space cap makes CUDA initialisation fail (notes/gpu-audit.md, item 9). RLIMIT_DATA
+    (Linux >= 4.7: heap plus private writable mappings) still stops a runaway host allocation; read-only
+    and PROT_NONE reservations and the device's shared mappings are not counted."""
     value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
     if not value:
         return None
@@ -67,14 +75,16 @@ def _cap_memory() -> str | None:
 
     import psutil
 
-    used_mb = psutil.Process().memory_info().vms >> 20
+    info = psutil.Process().memory_info()
+    limit, used_mb, what = ((resource.RLIMIT_DATA, info.data >> 20, "data segment") if on_cuda else
+                            (resource.RLIMIT_AS, info.vms >> 20, "address space"))
     if int(value) < used_mb + MEMORY_HEADROOM_MB:
-        return (f"RESBENCH_WORKER_MEMORY_MB={value} is too small: a worker maps {used_mb:,} MiB of address space "
+        return (f"RESBENCH_WORKER_MEMORY_MB={value} is too small: a worker maps {used_mb:,} MiB of {what} "
                 f"once torch is imported, before any model; give at least {used_mb + MEMORY_HEADROOM_MB:,} "
                 f"(its imports + {MEMORY_HEADROOM_MB} MiB for a small model)")
     cap = int(value) << 20
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    _, hard = resource.getrlimit(limit)
+    resource.setrlimit(limit, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     return None
 
 
@@ -104,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         from resbench.models import ModelCost
         from resbench.suite import Case
 
-        too_small = _cap_memory()  # the model check runs user code too: capped alike
+        # the model check runs user code too: capped alike (on the CPU: it has no "cases")
+        too_small = _cap_memory(any(case.get("device") == "cuda" for case in request.get("cases", [])))
         if too_small is not None:
             send({"type": "error", "message": too_small, "oom": False, "fatal": True})
             _exit(1)

@@ -7,6 +7,7 @@ The model runs once on one image with hooks on every Conv2d and Linear, whose ar
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,11 @@ def count_flops(model: nn.Module, image_size: int = 224) -> int:
     Not the `meta` device: elementwise ops on meta tensors go through Python decompositions that import
     torch._dynamo (3 s on 2 cores), and that import creates TorchInductor's cache folder, so an eager-only
     run failed where that folder is not writable (a read-only HOME)."""
-    try:
-        return _count_flops(_shape_only(copy.deepcopy(model)), image_size)
-    except Exception:  # noqa: BLE001 - any forward that needs real values
-        return _count_flops(copy.deepcopy(model).to("cpu", torch.float32), image_size)
+    with torch.device("cpu"):  # whatever device context the caller built the model under (meta, for listing)
+        try:
+            return _count_flops(_shape_only(copy.deepcopy(model)), image_size)
+        except Exception:  # noqa: BLE001 - any forward that needs real values
+            return _count_flops(copy.deepcopy(model).to("cpu", torch.float32), image_size)
 
 
 def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -72,7 +74,16 @@ def _shape_only(model: nn.Module) -> nn.Module:
             module.forward = conv_forward(module)
         elif isinstance(module, nn.Linear):
             module.forward = linear_forward(module)
-    return model.to("cpu", torch.float32)
+    if not any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        return model.to("cpu", torch.float32)
+    # Built on the meta device (`resbench list models`: VGG-16-BN's 138 M parameters never allocated): the
+    # counted layers never read their weights, so those stay on meta; the rest (BN, ...) become zeros.
+    for module in model.modules():
+        if not isinstance(module, nn.Conv2d | nn.Linear):
+            module.to_empty(device="cpu", recurse=False)
+            for tensor in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False)):
+                tensor.data.zero_()  # values are never counted; zeros keep BN finite (var 0 + eps)
+    return model
 
 
 def _count_flops(model: nn.Module, image_size: int) -> int:

@@ -6,19 +6,29 @@ Forms: a built-in name (`resnet50`), `{name, weights: PATH}`, `torchvision:NAME`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from resbench.errors import ModelError, one_of
+from resbench.models import densenet, googlenet, preact_resnet, resnet, vgg
 from resbench.models.random_init import randomize_
-from resbench.models.resnet import BUILDERS
 from resbench.models.weights import load_weights
 
+# Built-in name -> constructor (torchvision's architecture, constructor's own initialisation).
+BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    **resnet.BUILDERS,
+    **{f.__name__: f for f in (preact_resnet.preact_resnet18, preact_resnet.preact_resnet50)},
+    **{f.__name__: f for f in (densenet.densenet121, densenet.densenet161, densenet.densenet169,
+                               densenet.densenet201)},
+    "vgg16_bn": vgg.vgg16_bn,
+    "googlenet": googlenet.googlenet,
+}
 BUILTIN_NAMES: tuple[str, ...] = tuple(BUILDERS)
 PREFIXES: tuple[str, ...] = ("torchvision:", "timm:", "python:")
-# Total stride of a ResNet is 32: below 32 px layer4 convolves padding only.
+# Every built-in network has a total stride of 32: below 32 px its last stage convolves padding only.
 MIN_IMAGE_SIZE = 32
 
 

@@ -1,5 +1,9 @@
 """Load a checkpoint into a model, safely: `torch.load(weights_only=True)` for .pth/.pt (never a full
-unpickle) and safetensors for .safetensors. Errors are one line naming the file and what is wrong."""
+unpickle) and safetensors for .safetensors. Errors are one line naming the file and what is wrong.
+
+A model whose released checkpoints differ from its state_dict in known ways (DenseNet's legacy key names,
+GoogLeNet's training-only auxiliary heads) defines `adapt_state_dict(state) -> state`, applied before the
+strict key check."""
 
 from __future__ import annotations
 
@@ -47,7 +51,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: Path, model_name: str) -> nn.Module:
     """Load `path` into `model` strictly; a checkpoint of another architecture is a one-line error."""
     state = read_state_dict(path)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        state = adapt(state)
     own = model.state_dict()
+    # Checkpoints saved before PyTorch 0.4.1 (torchvision's ResNet and DenseNet releases) have no BatchNorm
+    # `num_batches_tracked`; torch's own loader fills it in, and eval-mode BN never reads it.
+    state = {**{k: v for k, v in own.items() if k.endswith(".num_batches_tracked") and k not in state}, **state}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

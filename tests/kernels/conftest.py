@@ -1,6 +1,6 @@
 """Test setup for kernels/: run the Triton kernels under the interpreter on CPU, and the tolerances the
-kernel tests share (derived from the formats, notes/kernels.md §18), exposed as fixtures (--import-mode=importlib:
-test modules cannot import each other).
+kernel tests share (kernels/accuracy.py: the same one-rounding bound the autotuner accepts candidates by),
+exposed as fixtures (--import-mode=importlib: test modules cannot import each other).
 
 Triton decides interpreter-or-compiler when `@triton.jit` *decorates* a kernel (triton/runtime/jit.py reads
 `knobs.runtime.interpret`, i.e. TRITON_INTERPRET, at import), so setting the variable in a conftest is
@@ -9,39 +9,87 @@ fragile: any earlier import of `kernels` in the same pytest process would have f
 the kernel for CPU tensors. `triton_interpreter` sets the variable per test (monkeypatch restores it), so
 only the tests in this directory see it; tests that need it off (torch.compile on CPU) unset it. The two
 interpreter adjustments below are module-scoped for the same reason.
+
+Which modules get the interpreter: GPU-marked tests never (they compile for the GPU: under TRITON_INTERPRET=1
+torch.compile would build Inductor's kernels for the interpreter, not sm_90; notes/gpu-audit.md item 4), and a
+module that sets `USES_INTERPRETER = False` neither (it needs no kernel launch on CPU).
+
+The interpreter floor: Triton < 3.7 converts one-element arrays to Python ints with `int(array)`
+(interpreter.py, `tensor.__index__`), which numpy 2.4 and later refuse ("only 0-dimensional arrays can be
+converted to Python scalars"; 3.7.0 added `.squeeze()`). Under that combination (Triton 3.6 + numpy 2.5 on the
+H200 image; verified here with 3.6.0 + numpy 2.4.6) the interpreter tests are skipped with that reason.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch import nn
+
+from kernels.accuracy import one_rounding_error
+from kernels.conv_bn_act import conv_bn_act_magnitude
+
+INTERPRETER_FLOOR = (3, 7)
+
+
+def _interpreter_unusable() -> str | None:
+    """Why the Triton interpreter cannot run here (None when it can): probed, not guessed from versions."""
+    import numpy as np
+    import triton
+
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    if version >= INTERPRETER_FLOOR:
+        return None
+    try:
+        int(np.array([1]))  # what Triton < 3.7's interpreter does with every scalar index
+    except TypeError:
+        return (f"the Triton {triton.__version__} interpreter fails with numpy {np.__version__} (int() of a "
+                f"one-element array); interpreter tests need Triton >= 3.7 or numpy < 2.4")
+    return None
+
+
+INTERPRETER_UNUSABLE = _interpreter_unusable()
+
+
+def _wants_interpreter(node: pytest.Item | pytest.Module, module) -> bool:
+    return node.get_closest_marker("gpu") is None and getattr(module, "USES_INTERPRETER", True)
 
 
 @pytest.fixture(autouse=True)
-def triton_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+def triton_interpreter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _wants_interpreter(request.node, request.module):
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        return
+    if INTERPRETER_UNUSABLE:
+        pytest.skip(INTERPRETER_UNUSABLE)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_interpreter():
+def fast_interpreter(request: pytest.FixtureRequest):
     """Triton 3.9's interpreter checks every int32 add/mul for overflow (InterpreterOptions.sanitize_overflow,
     default True; 4-5x slower, measured: 3x3 conv 2x64x8x8, 32x32x32 tiles, 2.3 s -> 0.5 s). Test shapes are
     ~6 orders of magnitude below 2**31, so the check cannot fire; it is switched off for speed, except in
     the one test that requests `overflow_checks`. (Dated 2026-11, Triton 3.9.0.)"""
+    if not _wants_interpreter(request.node, request.module):
+        yield
+        return
     yield from _interpreter_overflow_checks(False)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def interpreter_rounds_bf16_to_nearest_even():
+def interpreter_rounds_bf16_to_nearest_even(request: pytest.FixtureRequest):
     """Triton 3.9's interpreter converts fp32 -> bf16 by truncation (interpreter.py `cast_impl` calls
     `_convert_float(..., rounding_mode=None)`; notes/kernels.md §16), while the GPU code rounds to nearest even
     (`cvt.rn.bf16x2.f32`, asserted in test_sm90_compile.py). Truncation is biased toward zero and builds up
     through a network: a fused bf16 ResNet block measured 3.6x eager's error with it, 0.65x without. For each
     test module here the interpreter's cast is replaced by torch's (round to nearest even), so CPU tests judge
     the numerics the GPU has. (Dated 2026-11, Triton 3.9.0.)"""
+    if not _wants_interpreter(request.node, request.module):
+        yield
+        return
     import numpy as np
     import triton.language as tl
     from triton.runtime import interpreter
@@ -94,75 +142,85 @@ def no_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Tolerances
-
-MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7, torch.float32: 23}
-MIN_SPACING = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
-FP32_UNIT_ROUNDOFF = 2.0**-24
-
-
-def ulp(reference: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Spacing of `dtype` numbers around each (fp64) reference value."""
-    _, exponent = torch.frexp(reference.abs())  # |ref| = m * 2**e, m in [0.5, 1)
-    spacing = torch.ldexp(torch.ones_like(reference), exponent - 1 - MANTISSA_BITS[dtype])
-    return spacing.clamp_min(MIN_SPACING[dtype])
-
-
-def mismatch_report(out: torch.Tensor, reference: torch.Tensor, bound: torch.Tensor, label: str) -> str:
-    err = (out.double() - reference).abs()
-    bad = ~(err <= bound)  # NaN in err counts as bad
-    first = [tuple(i.tolist()) for i in bad.nonzero()[:3]]
-    lines = [f"{label}: {int(bad.sum())} of {bad.numel()} elements outside the bound"]
-    for index in first:
-        lines.append(f"  at {index}: got {out[index].item()!r}, reference {reference[index].item()!r}, "
-                     f"error {err[index].item():.3g} > bound {bound[index].item():.3g}")
-    finite = torch.isfinite(err)
-    lines.append(f"  max error {err[finite].max().item() if finite.any() else float('nan'):.3g}, "
-                 f"max error/bound {(err[finite] / bound[finite]).max().item() if finite.any() else 0:.3g}, "
-                 f"non-finite outputs {int((~torch.isfinite(out.double())).sum())}")
-    return "\n".join(lines)
+# Tolerances (kernels/accuracy.py)
 
 
 def assert_one_rounding(out: torch.Tensor, reference: torch.Tensor, magnitude: torch.Tensor, reduction: int,
-                        label: str, rounding_ulps: float = 1.0) -> None:
-    """Elementwise |out - ref| <= rounding_ulps * ulp(ref) + fp32 accumulation allowance.
+                        label: str, rounding_ulps: float = 1.0, tf32: bool = False) -> None:
+    """Elementwise |out - ref| <= rounding_ulps * ulp(ref) + fp32 accumulation allowance (+ TF32 operand
+    rounding): kernels.accuracy.one_rounding_error, raised as an AssertionError with its mismatch report.
 
     The fused kernel accumulates in fp32 and rounds once to the output dtype, so the error is half an ulp of
-    the output format (one ulp where the interpreter truncates bf16 casts) plus the fp32 summation error,
-    bounded here by 4 * u32 * sqrt(K_red) * sum|terms| (`magnitude`). A kernel that rounded the conv output
-    before the epilogue (eager's way) fails this for fp16/bf16."""
-    assert out.dtype in MANTISSA_BITS, out.dtype
-    allowance = 4 * FP32_UNIT_ROUNDOFF * math.sqrt(reduction) * magnitude
-    bound = rounding_ulps * ulp(reference, out.dtype) + allowance
-    err = (out.double() - reference).abs()
-    if not bool((err <= bound).all()):
-        raise AssertionError(mismatch_report(out, reference, bound, label))
-
-
-def magnitude_of(x, weight, scale, shift, *, stride=1, padding=0, dilation=1, residual=None, x_ds=None,
-                 weight_ds=None, stride_ds=1) -> torch.Tensor:
-    """sum |terms| of each output in fp64: the scale of its accumulation error."""
-    m = F.conv2d(x.double().abs(), weight.double().abs(), stride=stride, padding=padding, dilation=dilation)
-    m = m * scale.double().abs().view(1, -1, 1, 1) + shift.double().abs().view(1, -1, 1, 1)
-    if x_ds is not None:
-        m = m + F.conv2d(x_ds.double().abs(), weight_ds.double().abs(), stride=stride_ds)
-    if residual is not None:
-        m = m + residual.double().abs()
-    return m
-
-
-def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in fp64 (the parity contract's rel-L2)."""
-    return ((out.double() - reference).norm() / reference.norm()).item()
+    the output format plus the fp32 summation error. A kernel that rounded the conv output before the
+    epilogue (eager's way) fails this for fp16/bf16."""
+    why = one_rounding_error(out, reference, magnitude, reduction, rounding_ulps=rounding_ulps, tf32=tf32,
+                             label=label)
+    if why is not None:
+        raise AssertionError(why)
 
 
 @pytest.fixture
 def one_rounding():
-    """`one_rounding(out, reference, magnitude, reduction, label, rounding_ulps)`: see assert_one_rounding."""
+    """`one_rounding(out, reference, magnitude, reduction, label, rounding_ulps, tf32)`: see assert_one_rounding."""
     return assert_one_rounding
 
 
 @pytest.fixture
 def magnitude():
-    """`magnitude(x, weight, scale, shift, **geometry)`: sum |terms| per output, fp64."""
-    return magnitude_of
+    """`magnitude(x, weight, scale, shift, **geometry)`: sum |terms| per output, fp64
+    (kernels.conv_bn_act.conv_bn_act_magnitude)."""
+    return conv_bn_act_magnitude
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+
+
+@torch.no_grad()
+def calibrate_(model: nn.Module, seed: int, channels: int = 3, size: int = 16) -> nn.Module:
+    """Seeded weights and calibrated, non-trivial BN statistics (as resbench.models.random_init does, at any
+    input shape, so small test images calibrate in milliseconds): gamma, beta drawn at random, running stats
+    from one train-mode pass. Returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * (2.0 / m.weight[0].numel()) ** 0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()(torch.randn(4, channels, size, size, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def calibrate():
+    """`calibrate(model, seed, channels=3, size=16)`: see calibrate_."""
+    return calibrate_
+
+
+@torch.no_grad()
+def assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tensor, dtype: torch.dtype,
+                               dtype_name: str):
+    """The parity contract of resbench/parity.py for a fused model: its error against the fp64 model is at
+    most k x eager's in the same dtype (or under the dtype's floor). Returns the verdict."""
+    from resbench import parity
+
+    reference = copy.deepcopy(model).double()(x.double())
+    eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
+    out = copy.deepcopy(fused).to(dtype)(x.to(dtype))
+    assert out.dtype == dtype and out.shape == reference.shape
+    reference, eager, out = (t.flatten(1) for t in (reference, eager, out))  # metrics take [n, features]
+    eager_error = parity.error_metrics(eager, reference).rel_l2
+    verdict = parity.verdict(parity.error_metrics(out, reference), dtype_name, eager_error, is_eager=False)
+    assert verdict.passed, f"{dtype_name}: {verdict.rule} (fused rel-L2 {verdict.rel_l2:.3g}, eager {eager_error:.3g})"
+    return verdict
+
+
+@pytest.fixture(scope="session")
+def no_worse_than_eager():
+    """`no_worse_than_eager(model, fused, x, dtype, dtype_name)`: see assert_no_worse_than_eager."""
+    return assert_no_worse_than_eager

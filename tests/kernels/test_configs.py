@@ -8,6 +8,8 @@ import torch
 from kernels import configs
 from kernels.configs import ConvProblem, TileConfig
 
+USES_INTERPRETER = False  # tests/kernels/conftest.py: no kernel runs on CPU here
+
 
 def _problem(N=1, C=512, HW=7, K=512, R=3, stride=1, dtype=torch.float16, residual=False) -> ConvProblem:
     pad = R // 2
@@ -72,4 +74,42 @@ def test_selection_order_and_json_round_trip(tmp_path):
     configs.clear_tuned()
     assert configs.tuned_config(LAYER4_BATCH1, cpu) is None
     assert configs.load_tuned(path) == 1 and configs.tuned_config(LAYER4_BATCH1, cpu) == winner
+    configs.clear_tuned()
+
+
+STEM_BATCH2 = _problem(N=2, C=3, HW=224, K=64, R=7, stride=2)  # M = 25088: 196 tiles of 128x64
+
+
+def test_the_stem_gets_the_small_flat_gather_table():
+    """Under Triton 3.6 the stem's flat gather spills at 128x64x64 (968 bytes) and sits at 255 registers at
+    64x64x64 and 64x128x64; 64x64x32/w4/s3 takes 119 (docs/kernels.md, sm_90 compile check)."""
+    for dtype, table in ((torch.float16, configs.CONFIGS_FLAT_16BIT), (torch.bfloat16, configs.CONFIGS_FLAT_16BIT),
+                         (torch.float32, configs.CONFIGS_FLAT_FP32)):
+        stem = _problem(N=2, C=3, HW=224, K=64, R=7, stride=2, dtype=dtype)
+        assert configs.gathers_flat(stem)
+        assert configs.default_config(stem) == TileConfig(64, 64, 32, num_warps=4, num_stages=3)
+        assert set(configs.candidate_configs(stem)) <= set(table)
+        assert all(c.block_k <= 32 and c.block_m == c.block_n == 64 for c in configs.candidate_configs(stem))
+    assert not configs.gathers_flat(LAYER1_BATCH32)
+
+
+def test_exact_fp32_dots_use_only_the_tile_that_does_not_spill():
+    ieee = _problem(N=32, C=256, HW=14, K=1024, R=1, dtype=torch.float32)
+    ieee = ConvProblem(**{**ieee.__dict__, "input_precision": "ieee"})
+    assert configs.candidate_configs(ieee) == [TileConfig(64, 64, 32, num_warps=4, num_stages=4)]
+    assert configs.default_config(ieee) == TileConfig(64, 64, 32, num_warps=4, num_stages=4)
+    tf32 = _problem(N=32, C=256, HW=14, K=1024, R=1, dtype=torch.float32)
+    assert TileConfig(128, 64, 32, num_warps=4, num_stages=3) in configs.candidate_configs(tf32)
+
+
+def test_the_tuned_generation_changes_with_the_tuned_table(tmp_path):
+    cpu = torch.device("cpu")
+    before = configs.tuned_generation()
+    configs.record_tuned(LAYER4_BATCH1, cpu, TileConfig(64, 64, 64))
+    recorded = configs.tuned_generation()
+    path = configs.save_tuned(tmp_path / "t.json")
+    configs.clear_tuned()
+    cleared = configs.tuned_generation()
+    configs.load_tuned(path)
+    assert len({before, recorded, cleared, configs.tuned_generation()}) == 4
     configs.clear_tuned()

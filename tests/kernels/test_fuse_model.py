@@ -3,15 +3,13 @@ parity contract of resbench/parity.py (no worse than eager in the same dtype, ag
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kernels import FusedConvBnAct, fuse_model
-from resbench import parity
+from kernels.fuse import ChannelAffine
 from resbench.models import ModelSpec, build_model
 from resbench.models.resnet import BasicBlock, Bottleneck, ResNet, conv1x1
 
@@ -23,45 +21,12 @@ def _image(batch=1, size=IMAGE, channels=3, seed=0):
     return torch.randn(batch, channels, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
 
 
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int, channels: int = 3, size: int = 16) -> nn.Module:
-    """Seeded weights and calibrated, non-trivial BN statistics (as resbench.models.random_init does, for
-    any input shape): gamma, beta drawn at random, running stats from one train-mode pass."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) * (2.0 / m.weight[0].numel()) ** 0.5)
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()(torch.randn(4, channels, size, size, generator=generator))
-    return model.eval()
-
-
 def _batchnorms(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _fused(model: nn.Module) -> dict[str, FusedConvBnAct]:
     return {name: m for name, m in model.named_modules() if isinstance(m, FusedConvBnAct)}
-
-
-@torch.no_grad()
-def _assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tensor, dtype: torch.dtype,
-                                dtype_name: str):
-    reference = copy.deepcopy(model).double()(x.double())
-    eager = copy.deepcopy(model).to(dtype)(x.to(dtype))
-    out = copy.deepcopy(fused).to(dtype)(x.to(dtype))
-    assert out.dtype == dtype and out.shape == reference.shape
-    reference, eager, out = (t.flatten(1) for t in (reference, eager, out))  # metrics take [n, features]
-    eager_error = parity.error_metrics(eager, reference).rel_l2
-    verdict = parity.verdict(parity.error_metrics(out, reference), dtype_name, eager_error, is_eager=False)
-    assert verdict.passed, f"{dtype_name}: {verdict.rule} (fused rel-L2 {verdict.rel_l2:.3g}, eager {eager_error:.3g})"
-    return verdict
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +52,18 @@ def test_resnet18_structure_and_original_untouched(resnet18):
 
 
 @pytest.mark.parametrize("dtype, name", [(torch.float32, "fp32"), (torch.float16, "fp16")])
-def test_resnet18_no_worse_than_eager(resnet18, dtype, name):
-    verdict = _assert_no_worse_than_eager(resnet18, fuse_model(resnet18), _image(), dtype, name)
+def test_resnet18_no_worse_than_eager(resnet18, dtype, name, no_worse_than_eager):
+    verdict = no_worse_than_eager(resnet18, fuse_model(resnet18), _image(), dtype, name)
     assert verdict.top1_agree == 1.0
 
 
-def test_resnet50_fp16_no_worse_than_eager():
+def test_resnet50_fp16_no_worse_than_eager(no_worse_than_eager):
     model = build_model(ModelSpec("resnet50")).to(memory_format=torch.channels_last)
     fused = fuse_model(model)
     modules = _fused(fused)
     assert _batchnorms(fused) == [] and len(modules) == 1 + 16 * 3
     assert sorted(n for n, m in modules.items() if m.stride_ds) == [f"layer{i}.0.conv3" for i in (1, 2, 3, 4)]
-    _assert_no_worse_than_eager(model, fused, _image(), torch.float16, "fp16")
+    no_worse_than_eager(model, fused, _image(), torch.float16, "fp16")
 
 
 class TinyResNet(nn.Module):
@@ -119,12 +84,12 @@ class TinyResNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return randomize_(TinyResNet(), seed=1, size=12)
+def tiny(calibrate):
+    return calibrate(TinyResNet(), seed=1, size=12)
 
 
 @pytest.mark.parametrize("fuse_downsample", [True, False], ids=["downsample-fused", "downsample-own-launch"])
-def test_downsample_fused_or_separate(tiny, fuse_downsample):
+def test_downsample_fused_or_separate(tiny, fuse_downsample, no_worse_than_eager):
     fused = fuse_model(tiny, fuse_downsample=fuse_downsample)
     modules = _fused(fused)
     assert _batchnorms(fused) == []
@@ -135,11 +100,11 @@ def test_downsample_fused_or_separate(tiny, fuse_downsample):
     else:
         assert "block.downsample.0" in modules and modules["block.downsample.0"].relu is False
         assert not any(m.stride_ds for m in modules.values())
-    _assert_no_worse_than_eager(tiny, fused, _image(batch=2, size=12), torch.float32, "fp32")
+    no_worse_than_eager(tiny, fused, _image(batch=2, size=12), torch.float32, "fp32")
 
 
-def test_bf16_through_the_widening_path(tiny):
-    _assert_no_worse_than_eager(tiny, fuse_model(tiny), _image(batch=2, size=12), torch.bfloat16, "bf16")
+def test_bf16_through_the_widening_path(tiny, no_worse_than_eager):
+    no_worse_than_eager(tiny, fuse_model(tiny), _image(batch=2, size=12), torch.bfloat16, "bf16")
 
 
 def test_cast_keeps_the_epilogue_in_fp32(tiny):
@@ -156,7 +121,8 @@ def test_cast_keeps_the_epilogue_in_fp32(tiny):
 
 class GenericCNN(nn.Module):
     """Not a ResNet: functional ReLUs, conv biases, 'same' padding, a grouped conv, a 1x1 + 1x1 residual
-    branch point, a broadcasting add, a conv called twice, and a ReLU6 that must stay unfused."""
+    branch point, a broadcasting add, a conv called twice, a ReLU6 that must stay unfused, and a BN after the
+    conv called twice (no conv to fuse into)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,23 +151,24 @@ class GenericCNN(nn.Module):
         return F.relu(g).flatten(1)
 
 
-def test_generic_fx_traceable_cnn():
-    model = randomize_(GenericCNN(), seed=2, size=9)
+def test_generic_fx_traceable_cnn(calibrate, no_worse_than_eager):
+    model = calibrate(GenericCNN(), seed=2, size=9)
     fused = fuse_model(model)
     assert isinstance(fused, torch.fx.GraphModule)
     modules = _fused(fused)
-    assert sorted(modules) == ["conv_a", "conv_gate", "pointwise", "stem"]
+    assert sorted(modules) == ["conv_a", "conv_gate", "depthwise", "pointwise", "stem"]
     assert modules["stem"].padding == (1, 1) and modules["stem"].relu and modules["conv_a"].relu
     assert modules["pointwise"].stride_ds == 1 and modules["pointwise"].relu  # project rides along (branch point)
     # its add broadcasts ([N, C, 1, 1] residual): matched, then computed in eager order at run time
     assert modules["conv_gate"].relu and not any(n.target is torch.add and len(n.users) == 0 for n in fused.graph.nodes)
-    # grouped conv: BN folded into its weight and bias, conv left to cuDNN, ReLU6 kept
-    assert isinstance(fused.depthwise, nn.Conv2d) and fused.depthwise.groups == 4 and fused.depthwise.bias is not None
+    # grouped conv on the kernel, its BN in the epilogue, the ReLU6 kept
+    assert modules["depthwise"].groups == 4 and not modules["depthwise"].relu
     assert any(n.target is F.relu6 for n in fused.graph.nodes)
-    # the conv called twice is left alone, with its BN
-    assert _batchnorms(fused) == ["bn_shared"] and isinstance(fused.shared, nn.Conv2d)
-    _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float32, "fp32")
-    _assert_no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float16, "fp16")
+    # the conv called twice is left alone; its BN (no conv to fuse into) becomes a per-channel affine
+    assert isinstance(fused.shared, nn.Conv2d) and _batchnorms(fused) == []
+    assert isinstance(fused.bn_shared, ChannelAffine) and not fused.bn_shared.relu
+    no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float32, "fp32")
+    no_worse_than_eager(model, fused, _image(batch=2, size=9), torch.float16, "fp16")
 
 
 class ShapeMismatch(nn.Module):
@@ -218,14 +185,14 @@ class ShapeMismatch(nn.Module):
         return torch.relu(self.bn(self.conv(x)) + self.side_bn(self.side(x)))
 
 
-def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ():
-    model = randomize_(ShapeMismatch(), seed=3, channels=8, size=3)
+def test_downsample_falls_back_to_a_separate_launch_when_shapes_differ(calibrate, no_worse_than_eager):
+    model = calibrate(ShapeMismatch(), seed=3, channels=8, size=3)
     fused = fuse_model(model)
     assert _fused(fused)["conv"].stride_ds == 1  # matched as option B; shapes only known at run time
     x = _image(batch=2, size=3, channels=8)
     with torch.no_grad():
         assert fused(x).shape == model(x).shape == (2, 8, 3, 3)
-    _assert_no_worse_than_eager(model, fused, x, torch.float32, "fp32")
+    no_worse_than_eager(model, fused, x, torch.float32, "fp32")
 
 
 class Untraceable(nn.Module):
@@ -239,22 +206,24 @@ class Untraceable(nn.Module):
         return self.block(-x)
 
 
-def test_untraceable_model_is_fused_child_by_child():
-    model = randomize_(Untraceable(), seed=4, channels=8, size=6)
+def test_untraceable_model_is_fused_child_by_child(calibrate, no_worse_than_eager):
+    model = calibrate(Untraceable(), seed=4, channels=8, size=6)
     fused = fuse_model(model)
     assert type(fused) is Untraceable and isinstance(fused.block, torch.fx.GraphModule)
     assert sorted(_fused(fused)) == ["block.conv1", "block.conv2"] and _batchnorms(fused) == []
-    _assert_no_worse_than_eager(model, fused, _image(batch=1, size=6, channels=8), torch.float32, "fp32")
+    no_worse_than_eager(model, fused, _image(batch=1, size=6, channels=8), torch.float32, "fp32")
 
 
-def test_resnext_grouped_convs_take_the_folded_cudnn_path():
-    model = randomize_(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4), seed=5, size=IMAGE)
+def test_resnext_grouped_convs_run_on_the_kernel(calibrate, no_worse_than_eager):
+    model = calibrate(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4), seed=5, size=IMAGE)
     fused = fuse_model(model)
-    assert _batchnorms(fused) == []
-    grouped = [n for n, m in fused.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-    assert grouped == [f"layer{i}.0.conv2" for i in (1, 2, 3, 4)]
-    assert len(_fused(fused)) == 1 + 4 * 2  # stem, conv1 and conv3 (+ downsample) of each block
-    _assert_no_worse_than_eager(model, fused, _image(), torch.float32, "fp32")
+    assert _batchnorms(fused) == [] and not any(isinstance(m, nn.Conv2d) for m in fused.modules())
+    modules = _fused(fused)
+    assert len(modules) == 1 + 4 * 3  # stem, conv1..conv3 of each block (the downsample rides in conv3)
+    assert sorted(n for n, m in modules.items() if m.groups > 1) == [f"layer{i}.0.conv2" for i in (1, 2, 3, 4)]
+    # packed block-diagonal: 16 output channels (one 128-block) read all 16 input channels, 4 per group
+    assert modules["layer1.0.conv2"].groups == 4 and modules["layer1.0.conv2"].weight.shape == (3, 3, 16, 16)
+    no_worse_than_eager(model, fused, _image(), torch.float32, "fp32")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@ spills, shared memory within the 227 KB budget, the wgmma tensor-core path and o
 (notes/kernels.md §17). Compile-time evidence only: a miscompile is a GPU cross-check's job (test_gpu.py).
 
 One representative (the heaviest) shape class per config; every shape class once on the 4-warp config with
-the most registers (kernels/aot_check.py `matrix`). The ~24 compiles run in two worker processes."""
+the most registers (kernels/aot_check.py `matrix`), and the prologue / grouped variants (DenseNet, pre-activation
+ResNet, ResNeXt) on every 4-warp 16-bit config. The 51 compiles run in two worker processes (about 75 s on 2
+cores). `scripts/check-sm90-triton36.sh` runs this file under Triton 3.6.0, the H200 image's version."""
 
 from __future__ import annotations
 
@@ -14,9 +16,18 @@ import pytest
 import torch
 
 from kernels import aot_check
-from kernels.configs import CONFIGS_16BIT, CONFIGS_16BIT_1X1_8WARPS, CONFIGS_FP32
+from kernels.configs import (
+    CONFIGS_16BIT,
+    CONFIGS_16BIT_1X1_8WARPS,
+    CONFIGS_FLAT_16BIT,
+    CONFIGS_FLAT_FP32,
+    CONFIGS_FP32,
+    CONFIGS_FP32_IEEE,
+)
 
 JOBS = aot_check.matrix()
+
+USES_INTERPRETER = False  # tests/kernels/conftest.py: no kernel runs on CPU here
 
 
 def _tools_or_skip() -> None:
@@ -38,9 +49,9 @@ def reports() -> dict[int, aot_check.CompileReport]:
 
 def test_matrix_covers_every_autotune_config_and_dtype():
     covered = {(config, dtype) for config, dtype, _, _ in JOBS}
-    for config in CONFIGS_16BIT + CONFIGS_16BIT_1X1_8WARPS:
+    for config in CONFIGS_16BIT + CONFIGS_16BIT_1X1_8WARPS + CONFIGS_FLAT_16BIT:
         assert {(config, torch.float16), (config, torch.bfloat16)} <= covered
-    for config in CONFIGS_FP32:
+    for config in CONFIGS_FP32 + CONFIGS_FP32_IEEE + CONFIGS_FLAT_FP32:
         assert (config, torch.float32) in covered
     assert {shape for _, _, shape, _ in JOBS} == set(aot_check.SHAPE_CLASSES)
 

@@ -38,7 +38,7 @@ def test_unavailable_on_cpu_with_the_reason():
 
 
 def test_options():
-    assert TritonOptions().cuda_graphs is False and TritonOptions().fuse_downsample is True
+    assert TritonOptions().cuda_graphs == "auto" and TritonOptions().fuse_downsample is True  # graphs on CUDA
     assert TritonOptions(cuda_graphs="auto").cuda_graphs == "auto"
     with pytest.raises(ValidationError, match="cuda_graphs"):
         TritonOptions.model_validate({"cuda_graphs": "always"})
@@ -91,7 +91,8 @@ def test_prepare_builds_the_fused_model_and_matches_eager(tiny, dtype):
         out = forward(x.to(torch_dtype))
         reference = copy.deepcopy(tiny).double()(x.double())
         eager = copy.deepcopy(tiny).to(torch_dtype)(x.to(torch_dtype))
-    assert backend.artifacts() == {"fused_convs": 3, "fused_downsamples": 1, "batchnorms_left": 0,
+    assert backend.artifacts() == {"fused_convs": 3, "fused_downsamples": 1, "fused_prologues": 0, "grouped_convs": 0,
+                                   "batchnorms_left": 0,
                                    "autotune_s": backend.artifacts()["autotune_s"], "cuda_graph": False}
     assert backend.numerics(case) == ({"triton_fuse_downsample": True, "triton_fp32_dot": "ieee"} if dtype == "fp32"
                                       else {"triton_fuse_downsample": True})

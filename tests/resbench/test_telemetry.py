@@ -46,11 +46,21 @@ def test_steady_clocks_are_not_flagged():
 
 
 def test_a_throttle_reason_flags_the_row():
-    summary = summarize([reading(1980), reading(1900, reasons=0x4 | 0x2)], DEFAULT_MHZ)
-    assert summary["throttled"] is True
-    assert summary["reasons"] == ["applications_clocks_setting", "sw_power_cap"]
-    assert summary["throttle_reasons"] == ["sw_power_cap"]
-    assert warnings_for(summary) == ["throttled while measured: throttle reasons sw_power_cap"]
+    summary = summarize([reading(1980), reading(1900, reasons=0x20 | 0x2)], DEFAULT_MHZ)
+    assert summary["throttled"] is True and summary["power_capped"] is False
+    assert summary["reasons"] == ["applications_clocks_setting", "sw_thermal_slowdown"]
+    assert summary["throttle_reasons"] == ["sw_thermal_slowdown"]
+    assert warnings_for(summary) == ["throttled while measured: throttle reasons sw_thermal_slowdown"]
+
+
+def test_the_power_cap_is_reported_apart_from_throttling():
+    """A large batch on an H200 runs at its power limit by design: that is not throttling."""
+    summary = summarize([reading(1980, reasons=0x4), reading(1890, reasons=0x4), reading(1980)], DEFAULT_MHZ)
+    assert summary["power_capped"] is True and summary["power_cap_samples"] == 2
+    assert summary["throttled"] is False and summary["throttle_reasons"] == [] and warnings_for(summary) == []
+    assert summary["reasons"] == ["sw_power_cap"]
+    low = summarize([reading(1980, reasons=0x4), reading(1200, reasons=0x4)], DEFAULT_MHZ)
+    assert low["throttled"] is True and low["power_capped"] is True  # a cap that drags the clock low still counts
 
 
 def test_a_low_clock_flags_the_row_unless_the_gpu_was_idle():
