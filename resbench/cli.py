@@ -362,7 +362,7 @@ def compare(
 def recommend(
     run_file: Annotated[Path, typer.Argument(help="Run file written by `resbench run`")],
     batch: Annotated[int | None, typer.Option("--batch", help="Only this batch size")] = None,
-    dtype: Annotated[str | None, typer.Option("--dtype", help="Only this dtype: fp32|tf32|fp16|bf16")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Only this dtype: fp32|tf32|fp16|bf16|int8")] = None,
     max_p99_ms: Annotated[float | None, typer.Option(
         "--max-p99-ms", help="Exclude runtimes whose p99 latency exceeds this")] = None,
     max_memory_gb: Annotated[float | None, typer.Option(

@@ -194,12 +194,11 @@ def _memory(p: Prepared, x: torch.Tensor) -> Memory:
 
 def _eager_rel_l2(model: torch.nn.Module, case: Case, images: torch.Tensor, reference: torch.Tensor,
                   device: torch.device) -> float | None:
-    """Eager's error in this dtype: the yardstick for every row's err_ratio."""
+    """Eager's error in this dtype (for int8, int8 weight rounding's): the yardstick for every row's err_ratio."""
     try:
-        eager = private_copy(model).to(device=device, dtype=torch_dtype(case.dtype))
-        eager = eager.to(memory_format=_memory_format(case))
-        out = parity.run_on_parity_batch(eager, images, case.batch_size, torch_dtype(case.dtype),
-                                         _memory_format(case), device)
+        eager, dtype = parity.yardstick(model, case.dtype)
+        eager = eager.to(device=device, memory_format=_memory_format(case))
+        out = parity.run_on_parity_batch(eager, images, case.batch_size, dtype, _memory_format(case), device)
         return parity.error_metrics(out, reference).rel_l2
     except Exception:
         return None

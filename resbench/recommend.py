@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from resbench.doubts import doubts, is_clean
+from resbench.dtypes import DTYPE_NAMES, is_quantized
 from resbench.errors import UsageError, one_of
 from resbench.results import ResultRow, RunFile
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 Objective = Literal["latency", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput")
-DTYPES: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16")
+DTYPES: tuple[str, ...] = DTYPE_NAMES
 MISSING_WHY = {"memory": "no per-backend memory figure for every runtime (process-wide figures include "
                          "every backend measured in the same process)"}
 Role = Literal["recommended", "tied", "frontier", "dominated", "excluded"]
@@ -335,7 +336,32 @@ def recommend_file(path: str, constraints: Constraints) -> Recommendation:
     return recommend(RunFile.load(path), constraints)
 
 
-# ------------------------------------------------------------------------------------------ rendering
+# ------------------------------------------------------------------------------ the int8 trade-off
+
+
+def quantized_tradeoffs(rows: Sequence[ResultRow]) -> tuple[str, ...]:
+    """One line per measured int8 row of a (model, batch) group: what quantizing gains (its median
+    speed-up over the fastest float row that passes parity) and what it costs (its parity verdict)."""
+    measured = [row for row in rows if row.status == "ok" and row.latency_ms is not None]
+    floats = [row for row in measured if not is_quantized(row.dtype) and (row.parity is None or row.parity.passed)]
+    baseline = min(floats, key=lambda row: row.latency_ms.median, default=None)  # type: ignore[union-attr]
+    lines = []
+    for row in measured:
+        if not is_quantized(row.dtype):
+            continue
+        median = row.latency_ms.median  # type: ignore[union-attr]
+        if baseline is None:
+            speed = f"median {median:.3f} ms (no float row passing parity to compare with)"
+        else:
+            base = baseline.latency_ms.median  # type: ignore[union-attr]
+            speed = (f"{base / median:.2f}x the speed of the fastest float row, {baseline.backend_label} "
+                     f"{baseline.dtype} (median {median:.3f} ms vs {base:.3f} ms)")
+        verdict = ("parity not checked" if row.parity is None else
+                   f"parity {'pass' if row.parity.passed else 'FAIL'}: {row.parity.rule}")
+        lines.append(f"{row.backend_label} {row.dtype}: {speed}; {verdict}")
+    return tuple(lines)
+
+
 # ------------------------------------------------------------------------------------------ rendering
 
 
@@ -403,3 +429,5 @@ def print_recommendation(recommendation: Recommendation, console: Console) -> No
         console.print(table)
         for note in group.notes:
             console.print(f"  note: {note}", highlight=False, markup=False)
+        for line in quantized_tradeoffs([runtime.row for runtime in group.runtimes]):
+            console.print(f"  int8 trade-off: {line}", highlight=False, markup=False)

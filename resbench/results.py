@@ -92,6 +92,14 @@ class Parity(_Record):
     err_ratio: float | None                  # rel_l2 / eager's rel_l2 in the same dtype (None for eager itself)
     passed: bool
     rule: str                                # which clause of the verdict decided
+    images: int | None = None                # parity images the metrics are over (top-1 agreement of them)
+
+    @property
+    def top1_text(self) -> str:
+        """'15/16' (images whose top-1 class is the reference's), or a percentage when the count is unknown."""
+        if self.images:
+            return f"{round(self.top1_agree * self.images)}/{self.images}"
+        return f"{self.top1_agree:.0%}"
 
 
 class Placement(_Record):

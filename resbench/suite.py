@@ -25,7 +25,7 @@ from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
 from resbench.results import backend_label, identity_of
 
 DeviceName = Literal["auto", "cuda", "cpu"]
-DtypeName = Literal["fp32", "tf32", "fp16", "bf16"]
+DtypeName = Literal["fp32", "tf32", "fp16", "bf16", "int8"]
 assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
 
@@ -334,8 +334,9 @@ def _validate_backend_options(path: str, suite: Suite) -> None:
             err = exc.errors(include_url=False)[0]
             key = f"backends[{i}]." + _format_loc(err["loc"])
             if err["type"] == "extra_forbidden":
-                allowed = list(backend.Options.model_fields) or ["(none)"]
-                msg = f"unknown option {err['loc'][-1]!r} for backend {entry.name!r}; allowed: {', '.join(allowed)}"
+                allowed = _allowed_keys(backend.Options, tuple(err["loc"])) or ["(none)"]  # nested: calibration
+                what = "option" if len(err["loc"]) == 1 else f"key of {_format_loc(err['loc'][:-1])}"
+                msg = f"unknown {what} {err['loc'][-1]!r} for backend {entry.name!r}; allowed: {', '.join(allowed)}"
             else:
                 msg = err["msg"].removeprefix("Value error, ") + f" (got {shown(err.get('input'))})"
             raise SuiteError(path, key, msg) from None

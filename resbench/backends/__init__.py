@@ -5,7 +5,8 @@ Registration order is listing order: the eager baseline, the PyTorch compilers, 
 then the deployment runtimes."""
 
 # isort: off
-from resbench.backends import eager, compile, triton, aot_inductor, onnxruntime, tensorrt  # noqa: F401
+from resbench.backends import eager, compile, triton, aot_inductor, torchao  # noqa: F401
+from resbench.backends import onnxruntime, openvino, tensorrt  # noqa: F401
 # isort: on
 from resbench.backends.base import Backend, BackendOptions, backend_names, cast_model, get_backend, register
 

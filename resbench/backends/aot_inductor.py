@@ -55,6 +55,9 @@ class AotInductorBackend(Backend):
         return True, ""
 
     def supports(self, case) -> tuple[bool, str]:
+        ok, reason = super().supports(case)  # int8 needs a backend that quantizes
+        if not ok:
+            return ok, reason
         if case.device == "cuda" and case.timing.mode == "graph":
             return False, ("timing mode 'graph' captures the call in a CUDA graph, and resbench does not "
                            "capture the AOTInductor runner (not documented as capture-safe); "

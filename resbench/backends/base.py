@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from resbench.dtypes import torch_dtype
+from resbench.dtypes import is_quantized, torch_dtype
 from resbench.errors import BackendError, one_of
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    quantizes: ClassVar[bool] = False  # has an int8 path (calibrated static quantization inside prepare)
 
     @abstractmethod
     def available(self, device: torch.device) -> tuple[bool, str]:
@@ -63,8 +64,9 @@ class Backend(ABC):
         """(True, "") if this backend can run `case`; otherwise (False, why) -> a `skipped` row.
 
         For limits known before any work that `available` cannot see because they depend on the case
-        (a dtype the runtime has no kernels for, an option that needs a CUDA device)."""
-        return True, ""
+        (a dtype the runtime has no kernels for, an option that needs a CUDA device). Subclasses that
+        override it call this first: it skips int8 on a backend without an int8 path."""
+        return precision_supported(self, case)
 
     def __init__(self) -> None:
         self._artifacts: dict[str, Any] = {}  # set by `prepare`, read by `artifacts`
@@ -73,6 +75,15 @@ class Backend(ABC):
         """What the last `prepare` produced and chose (provider, engine or package size, export and
         build times...), recorded in the row's `artifacts`."""
         return dict(self._artifacts)
+
+
+def precision_supported(backend: Backend, case: Case) -> tuple[bool, str]:
+    """int8 needs a backend that quantizes; every other precision is for the backend to judge."""
+    if is_quantized(case.dtype) and not backend.quantizes:
+        int8 = [name for name, cls in _REGISTRY.items() if cls.quantizes]
+        return False, (f"{backend.name} has no {case.dtype} path (it runs the model in floating point); "
+                       f"{case.dtype} runs on: {', '.join(int8)}")
+    return True, ""
 
 
 class PrepareError(RuntimeError):

@@ -53,6 +53,9 @@ class CompileBackend(Backend):
         return True, ""
 
     def supports(self, case) -> tuple[bool, str]:
+        ok, reason = super().supports(case)  # int8 needs a backend that quantizes
+        if not ok:
+            return ok, reason
         return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:

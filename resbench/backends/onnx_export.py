@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from resbench.backends.base import PrepareError
+from resbench.backends.logs import quiet
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -52,19 +52,6 @@ def first_line(exc: BaseException) -> str:
     return f"{type(root).__name__}: {lines[0]}" if lines else type(root).__name__
 
 
-@contextlib.contextmanager
-def _quiet_registration_log():
-    """torch 2.13's exporter logs one WARNING per torchvision op it cannot register when torchvision is
-    absent ("torchvision is not installed. Skipping torchvision::nms"): noise for a ResNet export."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> OnnxExport:
     """Export `model` (already in the dtype the graph should have; converted to contiguous format in
     place) traced on `example` to `path`, batch axis dynamic, and check the file with `onnx.checker`."""
@@ -78,7 +65,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> On
     t0 = time.perf_counter()
     try:
         # The exporter prints its progress ("[torch.onnx] Obtain model graph...") to stdout.
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_registration_log():
+        # torch 2.13's exporter logs one WARNING per torchvision op it cannot register when torchvision is
+        # absent ("torchvision is not installed. Skipping torchvision::nms"): noise for a ResNet export.
+        with contextlib.redirect_stdout(io.StringIO()), quiet("torch.onnx._internal.exporter._registration"):
             torch.onnx.export(
                 model, (example,), str(path),
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -13,7 +13,11 @@ InferenceSession whose execution providers are tried in order of preference (Ten
 - `prepare` exports, builds the session and runs it once (the TensorRT EP builds its engines on the first
   run), so `prepare_s` holds export + session + engine build.
 - A CUDA case whose session falls back to the CPU EP fails rather than timing the CPU.
-- ORT's intra-op pool gets `torch.get_num_threads()` threads: the run's thread policy (threads.py)."""
+- ORT's intra-op pool gets `torch.get_num_threads()` threads: the run's thread policy (threads.py), read
+  when the session is built and recorded in the row's numerics.
+- int8 (CPU EP): the fp32 export is quantized statically to a QDQ model (onnx_quantize.py: weights int8 per
+  channel, activations uint8, calibrated on seeded images, `calibration:` options); the session runs that
+  kept file, whose path is in the row. `prepare_s` holds export + calibration + quantization + session."""
 
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from pydantic import field_validator
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, cast_model, register
 from resbench.backends.onnx_export import export_onnx, first_line
+from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, quantize_for
+from resbench.dtypes import is_quantized
 
 INSTALL = 'pip install "resbench[onnx]"'
 GPU_INSTALL = "pip install onnxruntime-gpu (in place of onnxruntime)"
@@ -54,6 +60,7 @@ class OnnxRuntimeOptions(BackendOptions):
     # Execution providers in order of preference; None: tensorrt, cuda, cpu (those this build offers).
     providers: tuple[ProviderName, ...] | None = None
     cuda_graphs: bool | Literal["auto"] = False  # present only to say why it cannot be enabled
+    calibration: QdqCalibration = QdqCalibration()  # int8 rows only
 
     @field_validator("providers")
     @classmethod
@@ -88,6 +95,11 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime InferenceSession on a torch.onnx export (TensorRT EP > CUDA EP > CPU EP)"
     Options = OnnxRuntimeOptions
+    quantizes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._threads: int | None = None  # the intra-op pool size of the last session (set in prepare)
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
@@ -107,6 +119,9 @@ class OnnxRuntimeBackend(Backend):
         if case.dtype == "bf16":
             return False, ("ONNX Runtime cannot run a bf16 ResNet: its type check rejects tensor(bfloat16) "
                            "for Conv (opset 20 Conv allows float16, float, double); run fp16 or fp32")
+        if is_quantized(case.dtype) and case.device == "cuda":
+            return False, ("onnxruntime int8 rows run the QDQ model on the CPU EP (the CUDA EP has no int8 "
+                           "convolutions); for int8 on an NVIDIA GPU use the tensorrt backend")
         if case.device == "cuda" and case.timing.mode == "graph":
             return False, ("timing mode 'graph' captures the call in a CUDA graph, and an onnxruntime "
                            "session run synchronizes its stream, which capture forbids; "
@@ -133,6 +148,10 @@ class OnnxRuntimeBackend(Backend):
             "ort_graph_optimization_level": LEVELS[options.graph_optimization_level],
             "ort_providers_requested": [PROVIDERS[p] for p in requested_providers(options, case.device)],
         }
+        if self._threads is not None:  # known once prepare built the session
+            out["ort_intra_op_num_threads"] = self._threads
+        if is_quantized(case.dtype):
+            out.update(int8_numerics(options.calibration))
         if case.device == "cuda":
             out["ort_cuda_use_tf32"] = case.dtype == "tf32"
             out["ort_trt_fp16_enable"] = case.dtype == "fp16"
@@ -149,14 +168,19 @@ class OnnxRuntimeBackend(Backend):
                                                            LEVELS[options.graph_optimization_level])
         session_options.log_severity_level = 3  # errors only
         # the run's thread policy (threads.py): ORT's own pool gets the count torch was given, not every core
-        session_options.intra_op_num_threads = torch.get_num_threads()
+        self._threads = session_options.intra_op_num_threads = torch.get_num_threads()
         session_options.inter_op_num_threads = 1  # sequential execution: the inter-op pool is unused
         providers = self._providers(options, case, example.device)
+        quantized = None
         with tempfile.TemporaryDirectory(prefix="resbench-onnx-") as tmp:
             exported = export_onnx(model, example, Path(tmp) / "model.onnx")
+            graph = exported.path
+            if is_quantized(case.dtype):
+                quantized = quantize_for(case, exported, options.calibration)
+                graph = quantized.path
             t0 = time.perf_counter()
             try:
-                session = ort.InferenceSession(str(exported.path), session_options, providers=providers)
+                session = ort.InferenceSession(str(graph), session_options, providers=providers)
             except Exception as exc:
                 reason = first_line(exc)
                 raise PrepareError(f"onnxruntime could not load the exported graph: {reason}") from exc
@@ -184,6 +208,7 @@ class OnnxRuntimeBackend(Backend):
             "intra_op_num_threads": session_options.intra_op_num_threads,
             "io_binding": example.is_cuda,
             **exported.artifacts(),
+            **(quantized.artifacts() if quantized is not None else {}),
             "session_s": session_s,
             "warmup_run_s": time.perf_counter() - t0,
         }

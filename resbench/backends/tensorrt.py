@@ -11,6 +11,11 @@ same ONNX file ONNX Runtime runs, which CI (no GPU, no TensorRT) exports, checks
 - Precision by builder flags on an fp32 graph: fp32 (TF32 cleared), tf32 (TF32), fp16 (FP16), bf16
   (BF16). The network's input and output are set to the run dtype, so the engine reads and writes the
   same tensors as every other backend. TensorRT may still pick higher-precision kernels per layer.
+- int8: the INT8 flag (TF32 cleared; layers without an int8 kernel stay fp32) with an entropy
+  calibrator (IInt8EntropyCalibrator2; `calibration: {method: minmax}` for IInt8MinMaxCalibrator) over the
+  seeded calibration images every int8 backend uses (resbench/calibration.py), fed as device batches of
+  the case's shape. This is TensorRT's implicit quantization, deprecated since TensorRT 10.1 in favour of
+  explicit Q/DQ graphs but still supported; calibration runs inside the build, so `build_s` includes it.
 - Static shapes: one optimization profile with min = opt = max = the case's input shape.
 - A timing cache per TensorRT version and GPU model, under the resbench cache directory, is loaded before
   and saved after every build, so later cases (and runs) reuse the kernel timings; its path is recorded.
@@ -23,26 +28,38 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from resbench import calibration
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, register
+from resbench.backends.cache_dir import cache_dir, slug
 from resbench.backends.cuda_graphs import CudaGraphSetting, graph_supported, maybe_capture
 from resbench.backends.onnx_export import OnnxExport, export_onnx, first_line
+from resbench.dtypes import is_quantized
+from resbench.parity import in_batches
 
 INSTALL = 'pip install "resbench[tensorrt]"'
 # Builder flags per run precision; TF32 is on by default in a builder config, so every plan clears it first.
 BUILDER_FLAGS: dict[str, tuple[str, ...]] = {
-    "fp32": (), "tf32": ("TF32",), "fp16": ("FP16",), "bf16": ("BF16",),
+    "fp32": (), "tf32": ("TF32",), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8",),
 }
-IO_DTYPES: dict[str, str] = {"fp32": "FLOAT", "tf32": "FLOAT", "fp16": "HALF", "bf16": "BF16"}  # trt.DataType
+IO_DTYPES: dict[str, str] = {"fp32": "FLOAT", "tf32": "FLOAT", "fp16": "HALF", "bf16": "BF16",  # trt.DataType
+                             "int8": "FLOAT"}  # an int8 engine takes and returns fp32, like every int8 row
+CALIBRATORS: dict[str, str] = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
+
+
+class TensorRTCalibration(calibration.CalibrationOptions):
+    """int8 rows: TensorRT's calibrator (entropy: IInt8EntropyCalibrator2, TensorRT's recommendation for
+    CNNs; minmax: IInt8MinMaxCalibrator) over `samples` seeded images."""
+
+    method: Literal["entropy", "minmax"] = "entropy"
 
 
 class TensorRTOptions(BackendOptions):
@@ -50,6 +67,7 @@ class TensorRTOptions(BackendOptions):
     workspace_mb: int | None = Field(None, ge=1)  # None: TensorRT's default (the device's memory)
     timing_cache: str | None = None  # a file path; None: <cache dir>/tensorrt/timing-<trt>-<gpu>.cache
     cuda_graphs: CudaGraphSetting = False
+    calibration: TensorRTCalibration = TensorRTCalibration()  # int8 rows only
 
 
 @dataclass(frozen=True)
@@ -64,21 +82,10 @@ class EnginePlan:
     timing_cache: Path
 
 
-def cache_dir() -> Path:
-    """$RESBENCH_CACHE_DIR, else $XDG_CACHE_HOME/resbench, else ~/.cache/resbench."""
-    if os.environ.get("RESBENCH_CACHE_DIR"):
-        return Path(os.environ["RESBENCH_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resbench"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-
 def engine_plan(case, options: TensorRTOptions, trt_version: str, gpu_name: str) -> EnginePlan:
     """The builder settings for `case`: flags and IO type from the dtype, a static profile, the cache path."""
     timing_cache = (Path(options.timing_cache) if options.timing_cache else
-                    cache_dir() / "tensorrt" / f"timing-{_slug(trt_version)}-{_slug(gpu_name)}.cache")
+                    cache_dir() / "tensorrt" / f"timing-{slug(trt_version)}-{slug(gpu_name)}.cache")
     return EnginePlan(
         builder_flags=BUILDER_FLAGS[case.dtype],
         io_dtype=IO_DTYPES[case.dtype],
@@ -100,6 +107,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     description = "TensorRT engine built from the torch.onnx export with the builder API (static shapes)"
     Options = TensorRTOptions
+    quantizes = True
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         missing = [m for m in ("tensorrt", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
@@ -121,6 +129,11 @@ class TensorRTBackend(Backend):
             "trt_tf32": "TF32" in BUILDER_FLAGS[case.dtype],
             "trt_io_dtype": IO_DTYPES[case.dtype],
             "trt_builder_optimization_level": options.builder_optimization_level,
+            **({"int8_weights": "int8, per output channel (TensorRT implicit quantization)",
+                "int8_activations": "int8, per tensor, static",
+                "int8_calibration": calibration.describe(f"{CALIBRATORS[options.calibration.method]}",
+                                                         options.calibration.samples)}
+               if is_quantized(case.dtype) else {}),
         }
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
@@ -153,6 +166,13 @@ class TensorRTBackend(Backend):
         profile = builder.create_optimization_profile()
         profile.set_shape(network_input.name, plan.input_shape, plan.input_shape, plan.input_shape)
         config.add_optimization_profile(profile)
+        calibrator = None
+        if is_quantized(case.dtype):
+            images = calibration.calibration_images(options.calibration.samples, case.image_size, case.parity.seed)
+            feed = CalibrationFeed([b.to(device) for b in in_batches(images, case.batch_size)])
+            calibrator = make_calibrator(trt, options.calibration.method, feed)
+            config.int8_calibrator = calibrator  # the builder keeps a reference; so does this frame until built
+            config.set_calibration_profile(profile)
         cache_status = _load_timing_cache(config, plan.timing_cache)
 
         t0 = time.perf_counter()
@@ -205,8 +225,54 @@ class TensorRTBackend(Backend):
             "timing_cache": str(plan.timing_cache),
             "timing_cache_loaded": cache_status,
             "timing_cache_bytes": cache_bytes,
+            **({"calibrator": CALIBRATORS[options.calibration.method], "calibration_batches": len(feed.batches)}
+               if calibrator is not None else {}),
         }
         return maybe_capture(forward, example, options.cuda_graphs)
+
+
+class CalibrationFeed:
+    """The calibration batches as TensorRT's calibrator reads them: the device pointer of one batch per
+    `get_batch` call, then None (calibration done). Plain Python, so CI tests it without TensorRT."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        if not batches:
+            raise ValueError("calibration needs at least one batch")
+        self.batches = [b.float().contiguous() for b in batches]  # the engine's input: linear NCHW fp32
+        self.batch_size = int(self.batches[0].shape[0])
+        self._next = 0
+
+    def next_pointers(self) -> list[int] | None:
+        if self._next >= len(self.batches):
+            return None
+        batch = self.batches[self._next]
+        self._next += 1
+        return [int(batch.data_ptr())]
+
+
+def make_calibrator(trt, method: str, feed: CalibrationFeed):
+    """A TensorRT int8 calibrator (`CALIBRATORS[method]`) reading `feed`; no calibration cache (every build
+    calibrates, so `build_s` is comparable across runs)."""
+    base = getattr(trt, CALIBRATORS[method])
+
+    class Calibrator(base):
+        def __init__(self) -> None:
+            base.__init__(self)  # the pybind11 base must be initialised explicitly
+            self.feed = feed
+
+        def get_batch_size(self) -> int:
+            return self.feed.batch_size
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            return self.feed.next_pointers()
+
+        def read_calibration_cache(self) -> None:
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            return None
+
+    return Calibrator()
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from resbench.doubts import doubts, tag
+from resbench.dtypes import is_quantized
 from resbench.results import ResultRow, RunFile
 
 MAX_WARNING_LINES = 12   # warnings listed under the tables; the run file keeps them all
@@ -60,6 +61,8 @@ def fmt_parity(row: ResultRow) -> str:
     if row.parity is None:
         return "-"
     mark = "[green]pass[/]" if row.parity.passed else "[red]FAIL[/]"
+    if is_quantized(row.dtype):  # judged on agreement with the reference (docs/parity.md)
+        return f"{mark} top-1 {row.parity.top1_text} cos {row.parity.cosine:.4f}"
     ratio = f" x{row.parity.err_ratio:.2f}" if row.parity.err_ratio is not None else ""
     return f"{mark}{ratio} cos {row.parity.cosine:.4f}"
 

@@ -13,8 +13,10 @@ from resbench.parity import (
     describe_mismatch,
     error_metrics,
     in_batches,
+    int8_weight_rounded,
     parity_images,
     verdict,
+    yardstick,
 )
 
 
@@ -114,3 +116,73 @@ def test_describe_mismatch_counts_and_shows_values() -> None:
     actual[0, 0] = math.nan
     text = describe_mismatch(actual, expected, atol=1e-3, rtol=0)
     assert "2 of 9 elements differ" in text and "NaN: 1 actual" in text and "at (1, 2): actual 0.5" in text
+
+
+# ------------------------------------------------------------------------------------------------ int8
+
+
+def _flip_top1(ref: torch.Tensor, images: int) -> torch.Tensor:
+    """`ref` with the top-1 class of the first `images` rows demoted below the runner-up."""
+    out = ref.clone()
+    for i in range(images):
+        top2 = out[i].topk(2).indices
+        out[i, top2[0]] = out[i, top2[1]] - 0.5
+    return out
+
+
+def test_int8_row_passes_on_agreement_and_says_so_in_a_sentence() -> None:
+    ref = logits(n=16)
+    p = verdict(error_metrics(_flip_top1(ref, 1), ref), "int8", eager_rel_l2=None, is_eager=False)
+    assert p.passed and p.images == 16 and p.top1_text == "15/16"
+    assert p.rule.startswith("int8 agrees on top-1 for 15/16 images, top-5 overlap ")
+    assert p.rule.endswith(f"cosine {p.cosine:.4f}")
+
+
+def test_int8_row_below_the_thresholds_fails_unless_its_error_is_int8_rounding_itself() -> None:
+    ref = logits(n=16)
+    bad = _flip_top1(ref, 6)  # 10/16 < 12/16
+    metrics = error_metrics(bad, ref)
+    failed = verdict(metrics, "int8", eager_rel_l2=metrics.rel_l2 / 5, is_eager=False)
+    assert not failed.passed and failed.err_ratio == pytest.approx(5.0)
+    assert failed.rule.startswith("int8 FAILS: agrees on top-1 for 10/16 images")
+    assert "top-1 10/16 < 12/16" in failed.rule and "5.00x the error of int8 weight rounding alone (> 2)" in failed.rule
+    sound = verdict(metrics, "int8", eager_rel_l2=metrics.rel_l2 / 1.5, is_eager=False)
+    assert sound.passed and "1.50x the error of int8 weight rounding alone" in sound.rule
+    assert "below the thresholds (top-1 10/16 < 12/16)" in sound.rule
+
+
+def test_int8_thresholds_live_in_the_one_table() -> None:
+    t = THRESHOLDS["int8"]
+    assert t.quantized and not THRESHOLDS["fp32"].quantized
+    assert (t.min_top1_agree, t.min_top5_overlap, t.min_cosine, t.max_err_ratio) == (0.75, 0.8, 0.99, 2.0)
+
+
+def test_int8_non_finite_output_fails() -> None:
+    ref = logits(n=4)
+    bad = ref.clone()
+    bad[1, 3] = math.inf
+    p = verdict(error_metrics(bad, ref), "int8", eager_rel_l2=0.01, is_eager=False)
+    assert not p.passed and "non-finite" in p.rule
+
+
+def test_int8_yardstick_rounds_weights_per_output_channel_and_nothing_else() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    with torch.no_grad():
+        model[0].weight[0] *= 100  # a channel 100x wider than the others: per channel keeps the rest exact-ish
+    rounded = int8_weight_rounded(model)
+    for original, copy in ((model[0], rounded[0]), (model[3], rounded[3])):
+        w, q = original.weight.double(), copy.weight
+        scale = w.abs().flatten(1).amax(dim=1) / 127
+        steps = q / scale.view(-1, *[1] * (w.dim() - 1))
+        assert q.dtype == torch.float64
+        assert torch.allclose(steps, steps.round(), atol=1e-9)  # on each channel's int8 grid
+        assert ((q - w).abs().flatten(1).amax(dim=1) <= scale / 2 + 1e-12).all()
+        assert torch.equal(copy.bias, original.bias.double())  # biases and BN untouched
+    assert torch.equal(rounded[1].running_var, model[1].running_var.double())
+    assert model[0].weight.dtype == torch.float32  # the original is not modified
+    module, dtype = yardstick(model, "int8")
+    assert dtype == torch.float64 and isinstance(module[0], torch.nn.Conv2d)
+    module, dtype = yardstick(model, "bf16")
+    assert dtype == torch.bfloat16 and module[0].weight.dtype == torch.bfloat16

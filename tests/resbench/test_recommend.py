@@ -191,7 +191,7 @@ def test_groups_per_model_and_batch_with_filters():
 
 @pytest.mark.parametrize("constraints, message", [
     (Constraints(batch=64), "--batch 64 matches no case in the run; batch sizes in it: 1"),
-    (Constraints(dtype="int8"), "--dtype 'int8' is not allowed; one of: fp32, tf32, fp16, bf16"),
+    (Constraints(dtype="fp8"), "--dtype 'fp8' is not allowed; one of: fp32, tf32, fp16, bf16, int8"),
     (Constraints(dtype="fp16"), "--dtype fp16 matches no case in the run; dtypes in it: bf16"),
     (Constraints(objective="speed"), "--objective 'speed' is not allowed; one of: latency, throughput"),
     (Constraints(max_p99_ms=-1.0), "--max-p99-ms -1.0 is not allowed; it must be > 0"),
@@ -224,3 +224,43 @@ def test_console_output_keeps_backend_options():
     buffer = io.StringIO()
     print_recommendation(recommend(run(rows), Constraints()), Console(file=buffer, width=200, color_system=None))
     assert "recommend compile[mode=max-autotune] bf16" in buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------ int8 trade-off
+
+
+def _int8_parity(passed: bool, top1: float, cosine: float) -> Parity:
+    words = "agrees on" if passed else "FAILS: agrees on"
+    rule = f"int8 {words} top-1 for {round(top1 * 16)}/16 images, top-5 overlap 0.95, cosine {cosine:.4f}"
+    return Parity(reference="fp64", rel_l2=0.05, max_abs=0.5, cosine=cosine, sqnr_db=26.0, top1_agree=top1,
+                  top5_overlap=0.95, err_ratio=1.5, passed=passed, rule=rule, images=16)
+
+
+def test_each_int8_row_states_its_speedup_and_its_parity_verdict():
+    rows = [
+        runtime("eager", 10.0, dtype="fp32", batch=1),
+        runtime("openvino", 6.0, dtype="fp32", batch=1),
+        runtime("compile", 4.0, dtype="fp32", batch=1, parity=_parity(passed=False)),  # fails: not the baseline
+        runtime("onnxruntime", 2.4, dtype="int8", batch=1, parity=_int8_parity(True, 15 / 16, 0.9981)),
+        runtime("torchao", 3.0, dtype="int8", batch=1, parity=_int8_parity(False, 9 / 16, 0.91)),
+        runtime("eager", 1.0, dtype="int8", batch=1, status="skipped"),
+    ]
+    (group,) = recommend(run(rows), Constraints()).groups
+    buffer = io.StringIO()
+    print_recommendation(recommend(run(rows), Constraints()), Console(file=buffer, width=250, color_system=None))
+    lines = [line.strip() for line in buffer.getvalue().splitlines() if "int8 trade-off" in line]
+    assert lines == [
+        "int8 trade-off: onnxruntime int8: 2.50x the speed of the fastest float row, openvino fp32 (median 2.400 ms "
+        "vs 6.000 ms); parity pass: int8 agrees on top-1 for 15/16 images, top-5 overlap 0.95, cosine 0.9981",
+        "int8 trade-off: torchao int8: 2.00x the speed of the fastest float row, openvino fp32 (median 3.000 ms "
+        "vs 6.000 ms); parity FAIL: int8 FAILS: agrees on top-1 for 9/16 images, top-5 overlap 0.95, cosine 0.9100",
+    ]
+    assert roles(group)["torchao int8"] == "excluded"  # a failing int8 row is never recommended
+
+
+def test_int8_only_run_says_there_is_no_float_row_to_compare_with():
+    rows = [runtime("onnxruntime", 2.0, dtype="int8", batch=1, parity=_int8_parity(True, 1.0, 0.999))]
+    buffer = io.StringIO()
+    print_recommendation(recommend(run(rows), Constraints(dtype="int8")), Console(file=buffer, width=250,
+                                                                                  color_system=None))
+    assert "onnxruntime int8: median 2.000 ms (no float row passing parity to compare with)" in buffer.getvalue()

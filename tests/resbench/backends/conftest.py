@@ -4,6 +4,7 @@ every row gets (resbench.parity: no worse than eager in the same dtype, against 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -91,19 +92,37 @@ def example():
     return example_input
 
 
-def parity_verdict(fn, case: Case):
+def parity_verdict(fn, case: Case, model: nn.Module = _TINY, samples: int = 8):
     """The runner's parity contract for one prepared callable: its logits on the seeded parity batch vs
-    the fp64 model, judged against eager's error in the same dtype."""
-    images = parity.parity_images(8, case.image_size, seed=0)
+    the fp64 model, judged against the yardstick's error in the same dtype (eager's; for int8, int8 weight
+    rounding's)."""
+    images = parity.parity_images(samples, case.image_size, seed=0)
     fmt = torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
     device = torch.device(case.device)
     with torch.no_grad():
-        reference = copy.deepcopy(_TINY).double()(images.double())
-        eager = copy.deepcopy(_TINY).to(device=device, dtype=torch_dtype(case.dtype))
-        eager_out = parity.run_on_parity_batch(eager, images, case.batch_size, torch_dtype(case.dtype), fmt, device)
+        reference = copy.deepcopy(model).double()(images.double())
+        eager, dtype = parity.yardstick(model, case.dtype)
+        eager_out = parity.run_on_parity_batch(eager.to(device), images, case.batch_size, dtype, fmt, device)
         out = parity.run_on_parity_batch(fn, images, case.batch_size, torch_dtype(case.dtype), fmt, device)
     eager_error = parity.error_metrics(eager_out, reference).rel_l2
     return parity.verdict(parity.error_metrics(out, reference), case.dtype, eager_error, is_eager=False)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def torch_threads():
+    """`with torch_threads(1):` torch's intra-op thread count for the block, as the run's thread policy sets
+    it before `prepare` (backends with their own pools read it there)."""
+    return _torch_threads
 
 
 @pytest.fixture

@@ -13,7 +13,14 @@ import torch
 from pydantic import ValidationError
 
 from resbench.backends import get_backend
-from resbench.backends.tensorrt import TensorRTOptions, engine_plan, export_for_engine
+from resbench.backends.tensorrt import (
+    CALIBRATORS,
+    CalibrationFeed,
+    TensorRTOptions,
+    engine_plan,
+    export_for_engine,
+    make_calibrator,
+)
 from resbench.errors import SuiteError
 from resbench.suite import parse_suite
 
@@ -62,6 +69,7 @@ def test_suite_loader_names_the_bad_option():
 
 @pytest.mark.parametrize("dtype, flags, io", [
     ("fp32", (), "FLOAT"), ("tf32", ("TF32",), "FLOAT"), ("fp16", ("FP16",), "HALF"), ("bf16", ("BF16",), "BF16"),
+    ("int8", ("INT8",), "FLOAT"),
 ])
 def test_builder_plan_per_precision(case, dtype, flags, io):
     c = case("tensorrt", dtype, batch_size=8, device="cuda", workspace_mb=512)
@@ -106,3 +114,50 @@ def test_the_graph_the_builder_parses(tiny_model, case, example, tmp_path):
     (logits,) = session.run(None, {exported.input_name: x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(logits), tiny_model.float()(x), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ int8
+
+
+def test_int8_numerics_name_the_calibrator(case):
+    c = case("tensorrt", "int8", batch_size=4, device="cuda", calibration={"method": "minmax", "samples": 8})
+    numerics = get_backend("tensorrt").numerics(c)
+    assert numerics["int8_calibration"] == "IInt8MinMaxCalibrator over 8 seeded images"
+    assert get_backend("tensorrt").supports(c) == (True, "")
+    assert TensorRTOptions().calibration.method == "entropy"
+
+
+def test_calibration_feed_hands_out_each_batch_once_then_none():
+    batches = [torch.full((4, 3, 2, 2), float(i)) for i in range(3)]
+    feed = CalibrationFeed(batches)
+    assert feed.batch_size == 4
+    pointers = [feed.next_pointers() for _ in range(3)]
+    assert pointers == [[b.data_ptr()] for b in feed.batches]
+    assert feed.next_pointers() is None and feed.next_pointers() is None
+    with pytest.raises(ValueError, match="at least one batch"):
+        CalibrationFeed([])
+
+
+class _StandInTensorRT:
+    """TensorRT's calibrator base classes are pybind11 classes; stand-ins with the same names check that
+    make_calibrator picks the right one and implements the interface TensorRT calls."""
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            self.base_initialised = True
+
+    class IInt8MinMaxCalibrator(IInt8EntropyCalibrator2):
+        pass
+
+
+@pytest.mark.parametrize("method", sorted(CALIBRATORS))
+def test_calibrator_reads_the_feed_and_keeps_no_cache(method):
+    feed = CalibrationFeed([torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)])
+    calibrator = make_calibrator(_StandInTensorRT, method, feed)
+    assert type(calibrator).__mro__[1].__name__ == CALIBRATORS[method]
+    assert calibrator.base_initialised
+    assert calibrator.get_batch_size() == 2
+    assert calibrator.get_batch(["input"]) == [feed.batches[0].data_ptr()]
+    assert calibrator.get_batch(["input"]) == [feed.batches[1].data_ptr()]
+    assert calibrator.get_batch(["input"]) is None
+    assert calibrator.read_calibration_cache() is None

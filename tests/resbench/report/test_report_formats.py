@@ -110,3 +110,18 @@ def test_pytest_benchmark_compare_reads_the_export(synthetic_run, factory, tmp_p
     for name in names:
         assert output.count(name) == 2, (name, output)              # once from each file
     assert "benchmark 'resnet50 b8 fp32': 4 tests" in output
+
+
+def test_int8_parity_cells_show_top1_agreement_not_an_eager_ratio(factory):
+    from resbench.report.console import fmt_parity
+    from resbench.report.markdown import parity_cell
+    from resbench.results import Parity
+
+    parity = Parity(reference="fp64", rel_l2=0.05, max_abs=0.4, cosine=0.99812, sqnr_db=26.0, top1_agree=15 / 16,
+                    top5_overlap=0.95, err_ratio=1.6, passed=True, images=16,
+                    rule="int8 agrees on top-1 for 15/16 images, top-5 overlap 0.95, cosine 0.9981")
+    row = factory.make_row("resnet18", "onnxruntime", 1, dtype="int8", parity=parity)
+    assert parity_cell(row) == "pass top-1 15/16 (cos 0.9981)"
+    assert fmt_parity(row) == "[green]pass[/] top-1 15/16 cos 0.9981"
+    fp32 = factory.make_row("resnet18", "onnxruntime", 1)
+    assert parity_cell(fp32) == "pass ×1.10 (cos 1.0000)"  # float rows keep the ratio to eager
