@@ -74,7 +74,13 @@ def run(
                                                "instead of a fresh worker (debugging: a crash or hang then "
                                                "ends the run); the same as --executor in-process")] = False,
     executor: Annotated[str, typer.Option(help="Where groups run: workers (a fresh process per group, the "
-                                               "default) or in-process")] = "workers",
+                                               "default), in-process, or ray (a task per group on a Ray "
+                                               "cluster; extra resbench[ray])")] = "workers",
+    address: Annotated[str | None, typer.Option(help="Ray cluster to run on with --executor ray (default: "
+                                                     "RAY_ADDRESS, else a local cluster)")] = None,
+    shard: Annotated[str | None, typer.Option(metavar="I/N", help="Measure only shard I of N (a deterministic "
+                                              "split of the groups, e.g. 2/4); join shards with `resbench "
+                                              "merge`")] = None,
     wait_idle: Annotated[float | None, typer.Option(
         "--wait-idle", metavar="SECONDS", help="Before each group, wait up to SECONDS for the machine to go quiet "
         "(other processes using under 10% of the cores; progress shown); then measure anyway")] = None,
@@ -94,40 +100,56 @@ def run(
     )
 
     from resbench import output_files, runner
-    from resbench.environment import fingerprint
     from resbench.executors import get_executor
     from resbench.report.console import print_run
     from resbench.results import RunFile, RunSettings
-    from resbench.suite import expand, load_suite, resolve_device
+    from resbench.suite import expand, load_suite
 
     if repeat is not None and repeat < 1:
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
     if wait_idle is not None and not wait_idle >= 0:
         raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
-    runs_groups = get_executor("in-process" if no_isolation else executor)
+    if wait_idle is not None and executor == "ray" and not no_isolation:
+        raise UsageError("--wait-idle watches this machine; with --executor ray the groups run on the cluster's "
+                         "nodes: leave it out")
+    shard_of = runner.parse_shard(shard) if shard is not None else None
+    runs_groups = get_executor("in-process" if no_isolation else executor, address=address)
     started = False
     run_file: RunFile | None = None
     previous_term = _on_sigterm(_terminate)  # a killed run cleans up like Ctrl-C
     try:
         loaded = load_suite(suite)
-        resolved = resolve_device(_device_choice(device or loaded.device))
-        cases = expand(loaded, resolved)
+        choice = _device_choice(device or loaded.device, here=runs_groups.name != "ray")
         out_path = out or resume or default_out_path(loaded.name)
         resuming_in_place = resume is not None and output_files.resolve(resume) == output_files.resolve(out_path)
         inputs = [suite] + ([resume] if resume is not None and not resuming_in_place else [])
         target = output_files.check_run_output(out_path, suite_name=loaded.name, inputs=inputs,
                                                force=force or resuming_in_place)
-        hint = f"resbench run {suite} --resume {out_path}" + (f" --device {device}" if device else "")
-        with output_files.exclusive(target):
+        hint = (f"resbench run {suite} --resume {out_path}" + (f" --device {device}" if device else "")
+                + (f" --shard {shard}" if shard else "")
+                + (f" --executor ray --address {address}" if runs_groups.name == "ray" and address else
+                   " --executor ray" if runs_groups.name == "ray" else ""))
+        # a Ray cluster is connected to (or started) inside, and left (or stopped) at the end
+        with output_files.exclusive(target), runs_groups:
+            resolved = runs_groups.resolve_device(choice)
+            cases = expand(loaded, resolved)
+            if shard_of is not None:
+                cases = runner.shard_cases(cases, *shard_of)
             if resume is not None:
                 run_file = RunFile.load(resume)
                 repeat = _resumed_repeat(repeat, run_file.settings.repeat, resume)
+                runner.check_same_shard(run_file, shard, str(resume))
                 cases = runner.pending_cases(run_file, loaded, cases, str(resume))
+                runs_groups.extend_environment(run_file.env, resolved)
             else:
-                run_file = RunFile(env=fingerprint(resolved), suite=loaded.model_dump(mode="json"),
+                env = runs_groups.environment(resolved)
+                if shard is not None:
+                    env["shard"] = shard
+                run_file = RunFile(env=env, suite=loaded.model_dump(mode="json"),
                                    settings=RunSettings(repeat=repeat or 1))
             repeat = run_file.settings.repeat
-            costs = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat)  # before any work
+            checked = runner.preflight(cases, isolate=not runs_groups.in_process, repeat=repeat,
+                                       device_memory=runs_groups.device_memory_bytes)  # before any work
             _record_machine(run_file, loaded.threads, resolved, wait_idle, strict, resumed=resume is not None)
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -135,7 +157,7 @@ def run(
             with Progress(*columns, console=stderr, transient=False) as bar:
                 task = bar.add_task(f"{loaded.name}: {len(cases)} cases on {resolved}", total=len(cases))
                 runner.run_suite(
-                    cases, run_file, target, repeat=repeat, executor=runs_groups, costs=costs,
+                    cases, run_file, target, repeat=repeat, executor=runs_groups, checked=checked,
                     on_group_done=lambda group, _rows: bar.advance(task, len(group)),
                     progress=lambda message: bar.update(task, description=message),
                     wait_idle_s=wait_idle, strict=strict,
@@ -197,6 +219,26 @@ def _on_sigterm(handler):
 
 def _terminate(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="Run files to join: the shards of one suite (--shard I/N)")],
+    out: Annotated[Path, typer.Option(help="Run file to write")],
+    only_device: Annotated[str | None, typer.Option(
+        "--only-device", help="Keep only the rows measured on this device (GPU or CPU model): splits a run "
+        "across GPU models, which compare and recommend take one model at a time")] = None,
+) -> None:
+    """Join run files of one suite (shards, or runs on several machines) into one; refuses overlapping or
+    inconsistent runs."""
+    from resbench import output_files
+    from resbench.merge import merge_files
+
+    merged = merge_files([str(r) for r in runs], only_device=only_device)
+    target = output_files.check_run_output(out, suite_name=str(merged.suite.get("name")), inputs=runs)
+    with output_files.exclusive(target):
+        _write_output("--out", out, lambda: merged.save(target))
+    stdout.print(f"{len(merged.rows)} cases from {len(runs)} run file(s)", highlight=False)
 
 
 @app.command("list")
@@ -388,11 +430,12 @@ def _write_output(flag: str, path: Path, write) -> None:
     stdout.print(f"wrote {path}", highlight=False)
 
 
-def _device_choice(device: str) -> str:
+def _device_choice(device: str, here: bool = True) -> str:
+    """A valid device choice; `here`: 'cuda' needs a GPU on this machine (not so for a Ray cluster's)."""
     allowed = ("auto", "cpu", "cuda")
     if device not in allowed:
         raise UsageError(f"device {device!r} is not allowed; {one_of(allowed)}")
-    if device == "cuda":
+    if device == "cuda" and here:
         import torch
 
         if not torch.cuda.is_available():

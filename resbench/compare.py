@@ -65,6 +65,9 @@ MEMORY_KINDS: tuple[str, ...] = ("gpu_process_mb", "peak_allocated_mb", "process
 # Environment keys that differ between any two runs and say nothing about the machine or the stack.
 VOLATILE_ENV_KEYS = frozenset({"created", "git_sha", "git_dirty", "git_branch", "resbench", "argv", "command",
                                "started", "finished", "duration_s", "run_id", "pid", "out", "suite_path"})
+# Per-machine detail of Ray runs and merged shards (node ids, each file's time): the top-level keys hold
+# the machines' common values (ray_cluster.py, merge.py), which are compared.
+PER_MACHINE_ENV_KEYS = frozenset({"nodes", "merged_from"})
 
 
 class Verdict(str, Enum):
@@ -458,7 +461,7 @@ def environment_differences(base: RunFile, cand: RunFile) -> list[str]:
     flat_base, flat_cand = _flatten(base.env), _flatten(cand.env)
     lines = []
     for key in sorted(set(flat_base) | set(flat_cand)):
-        if key.split(".")[0] in VOLATILE_ENV_KEYS:
+        if key.split(".")[0] in VOLATILE_ENV_KEYS | PER_MACHINE_ENV_KEYS:
             continue
         b, c = flat_base.get(key, "(absent)"), flat_cand.get(key, "(absent)")
         if b != c:
@@ -533,6 +536,8 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
     unknown = set(thresholds) - set(GATE_METRICS)
     if unknown:
         raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}; {one_of(GATE_METRICS)}")
+    for name, run in ((base_name, base), (cand_name, cand)):
+        refuse_mixed_devices(name, run)
     base_rows = {row.identity: row for row in base.rows}
     cand_rows = {row.identity: row for row in cand.rows}
     if not set(base_rows) & set(cand_rows):
@@ -552,6 +557,15 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
             warnings.append(f"{name} has {count} duplicate case(s); the last of each is compared")
     return Comparison(base_name, cand_name, cases, thresholds, alpha,
                       tuple(environment_differences(base, cand)), tuple(warnings), allow_insufficient)
+
+
+def refuse_mixed_devices(name: str, run: RunFile) -> None:
+    """A run measured on several GPU models (a Ray cluster of mixed nodes) is not one baseline: refuse it."""
+    devices = run.devices()
+    if len(devices) > 1:
+        counts = ", ".join(f"{device}: {count} cases" for device, count in sorted(devices.items()))
+        raise RunFileError(f"{name} was measured on {len(devices)} device models ({counts}); a gate compares one "
+                           f"at a time: split it with `resbench merge {name} --only-device NAME --out PART.json`")
 
 
 def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = (), *,

@@ -51,6 +51,15 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
+def device_memory_bytes(device: str) -> int:
+    """Memory of this machine's device of that kind: the current GPU's, or the host's RAM."""
+    if device == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
 def fingerprint(device: str) -> dict[str, Any]:
     sha = _git("rev-parse", "HEAD")
     env: dict[str, Any] = {

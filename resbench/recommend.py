@@ -19,6 +19,7 @@ A runtime is one row of a (model, batch) group: a backend with its options in on
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,6 +127,7 @@ class GroupRecommendation:
     runtimes: tuple[Runtime, ...]          # recommended or tied first, then frontier, dominated, excluded
     dimensions: tuple[str, ...]            # the Pareto dimensions used
     notes: tuple[str, ...] = ()
+    device: str | None = None              # set when the run spans device models: each is recommended apart
 
     @property
     def recommended(self) -> Runtime | None:
@@ -139,7 +141,8 @@ class GroupRecommendation:
     @property
     def title(self) -> str:
         extra = f", {self.image_size}px" if self.image_size != 224 else ""
-        return f"{self.model}, batch {self.batch_size}{extra} ({self.timing_mode} timing)"
+        on = f" on {self.device}" if self.device else ""
+        return f"{self.model}, batch {self.batch_size}{extra} ({self.timing_mode} timing){on}"
 
     @property
     def verdict(self) -> str:
@@ -317,10 +320,15 @@ def recommend(run: RunFile, constraints: Constraints) -> Recommendation:
     latency = [row for row in run.rows if row.scenario is None]  # serving rows: --scenario (serving/recommend.py)
     rows = _only(latency, "batch_size", constraints.batch, "--batch", "batch sizes")
     rows = _only(rows, "dtype", constraints.dtype, "--dtype", "dtypes")
+    # A run across GPU models (a mixed Ray cluster) is split: runtimes measured on different GPUs never
+    # compete in one group.
+    split = len(run.devices()) > 1
     groups: dict[tuple, list[ResultRow]] = {}
     for row in rows:
-        groups.setdefault((row.model, row.batch_size, row.image_size, row.timing_mode), []).append(row)
-    return Recommendation(constraints, tuple(recommend_group(g, constraints) for g in groups.values()))
+        device = run.device_of(row) if split else None
+        groups.setdefault((device, row.model, row.batch_size, row.image_size, row.timing_mode), []).append(row)
+    return Recommendation(constraints, tuple(dataclasses.replace(recommend_group(g, constraints), device=key[0])
+                                             for key, g in groups.items()))
 
 
 def recommend_file(path: str, constraints: Constraints) -> Recommendation:

@@ -107,6 +107,18 @@ class Parity(_Record):
         return f"{self.top1_agree:.0%}"
 
 
+class Placement(_Record):
+    """Where a row was measured, for runs spread over machines (`--executor ray`, merged shards). A row
+    without one was measured where its run file's env says."""
+
+    node: str                                # host name
+    node_ip: str | None = None
+    node_id: str | None = None               # Ray's node id
+    device_name: str                         # the GPU model (the CPU model on a CPU run)
+    gpu_index: int | None = None             # the GPU's index on its node as Ray gave it (CUDA_VISIBLE_DEVICES)
+    cuda_visible_devices: str | None = None  # what the measuring process saw
+
+
 class ResultRow(_Record):
     # identity
     model: str
@@ -144,6 +156,7 @@ class ResultRow(_Record):
     threads: int | None = None               # intra-op threads every runtime of the run used (threads.py)
     system: dict[str, Any] = Field(default_factory=dict)           # machine load while measured (system.py)
     warnings: list[str] = Field(default_factory=list)
+    placement: Placement | None = None       # where it ran, when the run spans machines
     # serving rows (docs/serving.md): the LoadGen scenario and its figures; None on latency rows
     scenario: str | None = None
     serving: ServingRecord | None = None
@@ -188,6 +201,17 @@ class RunFile(BaseModel):
     suite: dict[str, Any]
     settings: RunSettings = Field(default_factory=RunSettings)
     rows: list[ResultRow] = Field(default_factory=list)
+
+    def device_of(self, row: ResultRow) -> str:
+        """The device (GPU or CPU model) `row` was measured on: its placement's, else the run's."""
+        return row.placement.device_name if row.placement is not None else str(self.env.get("device"))
+
+    def devices(self) -> dict[str, int]:
+        """Rows per device they were measured on; more than one key: a run across GPU models."""
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[self.device_of(row)] = counts.get(self.device_of(row), 0) + 1
+        return counts
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=1)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from resbench import system
 from resbench.dtypes import torch_dtype
+from resbench.environment import device_memory_bytes
 from resbench.errors import ModelError, ResbenchError, UsageError
 from resbench.executors import Executor, Unit, get_executor
-from resbench.measure import ProgressFn, describe
+from resbench.executors.model_check import ModelFault
+from resbench.measure import ProgressFn, base_row, describe
 from resbench.models import ModelCost, ModelSpec, model_cost
 from resbench.results import ResultRow, RunFile
 from resbench.suite import Case, Suite
@@ -39,13 +42,29 @@ def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
 Costs = dict[tuple[ModelSpec, int], ModelCost]
 
 
-def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -> Costs:
-    """Before any measuring: every input batch fits the device, every model the cases name can be built,
-    every weights file is a checkpoint of its architecture, read safely (models/weights.py), and (when
-    isolating) RESBENCH_WORKER_MEMORY_MB is valid. Raises a one-line ResbenchError.
+@dataclass(frozen=True)
+class Preflight:
+    """What preflight learnt: the models' costs, counted once, and the models whose own code failed."""
 
-    Returns the params and FLOPs of the (model, image size)s that more than one worker would count (or
-    all, in-process), counted here once (models/flops.py: one image, no conv arithmetic, no dynamo)."""
+    costs: Costs = field(default_factory=dict)
+    faults: dict[ModelSpec, ModelFault] = field(default_factory=dict)   # their cases get this row, unmeasured
+
+
+def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1,
+              device_memory: Callable[[str], int | None] = device_memory_bytes) -> Preflight:
+    """Before any measuring: every input batch fits the device (`device_memory`: bytes of the device
+    kind, None when unknown), every model the cases name can be built, every weights file is a checkpoint
+    of its architecture, read safely (models/weights.py), and (when isolating) RESBENCH_WORKER_MEMORY_MB
+    is valid. Raises a one-line ResbenchError.
+
+    When isolating, no model code runs in this process: built-in models (resbench's own code) are built
+    here, every other model (`python:`, `torchvision:`, `timm:`) in a checker process (model_check.py),
+    where a crash, a hang or an exception of the model's own code becomes a `ModelFault` instead of
+    ending the run. In-process (`--no-isolation`), everything runs here, as the user asked.
+
+    Returns (in `costs`) the params and FLOPs of the (model, image size)s that more than one worker would
+    count (or all, in-process; or all checked models, whose checker runs the forward anyway), counted
+    once (models/flops.py: one image, no conv arithmetic, no dynamo)."""
     from resbench.models.registry import construct
     from resbench.models.weights import load_weights
 
@@ -58,13 +77,15 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
         from resbench.serving.sut import loadgen
 
         loadgen()  # serving scenarios need LoadGen: say so before any work
-    _check_input_sizes(cases)
+    _check_input_sizes(cases, device_memory)
     workers = Counter((group[0].model, group[0].image_size) for group in group_cases(cases))
     sizes: dict[ModelSpec, set[int]] = {}
     for case in cases:
         sizes.setdefault(case.model, set()).add(case.image_size)
     costs: Costs = {}
     for spec, image_sizes in sizes.items():
+        if isolate and spec.kind != "builtin":
+            continue
         try:
             model = construct(spec)
             if spec.weights is not None:
@@ -77,18 +98,16 @@ def preflight(cases: Iterable[Case], *, isolate: bool = True, repeat: int = 1) -
         except Exception as exc:  # a python:module:callable factory (or its forward) may raise anything
             raise ModelError(f"model {spec.name!r} cannot be built: {describe(exc)}") from None
         del model
-    return costs
+    checked = {spec: image_sizes for spec, image_sizes in sizes.items() if isolate and spec.kind != "builtin"}
+    if not checked:
+        return Preflight(costs)
+    from resbench.executors.model_check import check_models
+
+    checked_costs, faults = check_models(checked, cases[0].timing.case_timeout_s)
+    return Preflight({**costs, **checked_costs}, faults)
 
 
-def _device_memory_bytes(device: str) -> int:
-    if device == "cuda":
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    import psutil
-
-    return psutil.virtual_memory().total
-
-
-def _check_input_sizes(cases: list[Case]) -> None:
+def _check_input_sizes(cases: list[Case], device_memory: Callable[[str], int | None]) -> None:
     """A batch whose input tensor alone exceeds the device's memory can never run: say so before any work
     (smaller impossible sizes surface as `oom` rows, which is what they are)."""
     biggest: dict[str, Case] = {}
@@ -96,8 +115,8 @@ def _check_input_sizes(cases: list[Case]) -> None:
         if case.device not in biggest or _input_bytes(case) > _input_bytes(biggest[case.device]):
             biggest[case.device] = case
     for device, case in biggest.items():
-        need, have = _input_bytes(case), _device_memory_bytes(device)
-        if need > have:
+        need, have = _input_bytes(case), device_memory(device)
+        if have is not None and need > have:
             raise ResbenchError(
                 f"batch size {case.batch_size} at {case.image_size}x{case.image_size} px in {case.dtype} needs "
                 f"{need / 2**30:,.1f} GiB for the input batch alone; the {device} device has {have / 2**30:,.1f} "
@@ -171,7 +190,7 @@ def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
 
 
 def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
-              executor: Executor | None = None, costs: Costs | None = None,
+              executor: Executor | None = None, checked: Preflight | None = None,
               on_group_done: Callable[[list[Case], list[ResultRow]], None] = lambda _g, _r: None,
               progress: ProgressFn = lambda _m: None, wait_idle_s: float | None = None,
               strict: bool = False) -> RunFile:
@@ -179,37 +198,81 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
     to `run`; a row already in `run` for one of the cases (a crash being resumed) is replaced in place by
     the new one, every other row is kept.
 
-    `preflight` runs first (unless the caller ran it and passes its `costs`), so bad models or weights
-    fail before the run file is written. The run file is saved atomically as soon as a case's row is
-    final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them), so
-    Ctrl-C or a killed run leaves a valid file with every finished case. A failed write (a full disk)
-    raises output_files.WriteError and leaves the previous file intact.
+    `preflight` runs first (unless the caller ran it and passes what it found as `checked`), so bad models
+    or weights fail before the run file is written; the cases of a model whose own code failed its check
+    get that fault's row without being measured. The run file is saved atomically as soon as a case's row
+    is final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them),
+    so Ctrl-C or a killed run leaves a valid file with every finished case. A failed write (a full
+    disk) raises output_files.WriteError and leaves the previous file intact.
 
     `wait_idle_s`: before each group, wait up to that long for the machine to go quiet (system.py).
     `strict`: a row measured under contention becomes `failed`, its reason the contention warning."""
     executor = executor or get_executor("workers")
-    if costs is None:
-        costs = preflight(cases, isolate=not executor.in_process, repeat=repeat)
+    if checked is None:
+        checked = preflight(cases, isolate=not executor.in_process, repeat=repeat)
     latency = group_cases(c for c in cases if c.scenario is None)
     serving = group_cases(c for c in cases if c.scenario is not None)  # after the latency rows (docs/serving.md)
     groups = latency + serving
     repeats = [repeat] * len(latency) + [1] * len(serving)  # a serving row is LoadGen's, one run each
-
-    def units(first: int, chosen: list[list[Case]]) -> list[Unit]:
-        return [Unit(g, k, tuple(group), costs.get((group[0].model, group[0].image_size)),
-                     f"[{k + 1}/{repeats[g]}] " if repeats[g] > 1 else "")
-                for g, group in enumerate(chosen, start=first) for k in range(repeats[g])]
-
     sink = _RunFileSink(run, out, groups, repeats, on_group_done, progress, wait_idle_s, strict,
                         device=cases[0].device if cases else "cpu")
     run.save(out)
-    executor.run(units(0, latency), sink)
+    executor.run(_units(0, latency, repeats, checked, sink), sink)
     if serving:
         from resbench.serving.plan import prepare_cases
 
         planned = [prepare_cases(group, run.rows, out) for group in serving]
-        executor.run(units(len(latency), planned), sink)
+        executor.run(_units(len(latency), planned, repeats, checked, sink), sink)
     return run
+
+
+def _units(first: int, groups: list[list[Case]], repeats: list[int], checked: Preflight,
+           sink: _RunFileSink) -> list[Unit]:
+    """The units of `groups` (numbered from `first`) for the executor. The cases of a model whose own code
+    failed preflight's check get that fault's row at once, unmeasured, instead."""
+    to_run = []
+    for g, group in enumerate(groups, start=first):
+        for k in range(repeats[g]):
+            unit = Unit(g, k, tuple(group), checked.costs.get((group[0].model, group[0].image_size)),
+                        f"[{k + 1}/{repeats[g]}] " if repeats[g] > 1 else "")
+            fault = checked.faults.get(group[0].model)
+            if fault is None:
+                to_run.append(unit)
+                continue
+            rows = [base_row(case, None, fault.status, fault.reason) for case in unit.cases]
+            for index, row in enumerate(rows):
+                sink.row(unit, index, row)
+            sink.unit_done(unit, rows)
+    return to_run
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4); anything else is a one-line usage error."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text!r} is not allowed; give I/N with 1 <= I <= N, e.g. 1/2")
+    return i, n
+
+
+def check_same_shard(run: RunFile, shard: str | None, path: str) -> None:
+    """--resume continues the shard the run file holds, and no other."""
+    recorded = run.env.get("shard")
+    if recorded != shard:
+        held = f"shard {recorded}" if recorded else "a whole run (no --shard)"
+        asked = f"--shard {shard}" if shard else "no --shard"
+        raise UsageError(f"cannot resume {path!r}: it holds {held}, and this run asks for {asked}")
+
+
+def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
+    """The cases of shard `index` of `count` (1-based): every count-th group of the suite's group order,
+    starting with group index-1 - deterministic, and dealt round-robin so that each shard gets its share
+    of the big and the small batch sizes. Groups are never split: a group's backends are measured together
+    (interleaved rounds), so `resbench merge` of all shards equals one run's cases."""
+    return [case for g, group in enumerate(group_cases(cases)) if g % count == index - 1 for case in group]
 
 
 class _RunFileSink:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from resbench.errors import UsageError, one_of
 from resbench.models import ModelCost
@@ -44,8 +44,45 @@ class RowSink(Protocol):
 
 
 class Executor(ABC):
+    """Where units run. Used as a context manager around a whole run (`with executor: ...`): entering
+    acquires what it runs on (a Ray cluster: connected to, or started), leaving releases it. Before `run`,
+    the command line asks it which device `auto` means, the environment block, and the device memory,
+    since these describe the machines that measure, which need not be this one."""
+
     name: ClassVar[str]
     in_process: ClassVar[bool]   # True: user code (python: models, checkpoints) runs in the caller's process
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def resolve_device(self, choice: str) -> Literal["cuda", "cpu"]:
+        """`auto` -> cuda when the measuring machines have a GPU; `cuda` without one is a usage error."""
+        import torch
+
+        if choice == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise UsageError("device 'cuda' requested but no CUDA GPU is visible to torch; use --device cpu")
+        return choice  # type: ignore[return-value]
+
+    def environment(self, device: str) -> dict[str, Any]:
+        """The run file's `env` block: the fingerprint of the machine(s) that measure."""
+        from resbench.environment import fingerprint
+
+        return fingerprint(device)
+
+    def extend_environment(self, env: dict[str, Any], device: str) -> None:
+        """A resumed run's `env`: add what this session's machines add (nothing, on one machine)."""
+        return None
+
+    def device_memory_bytes(self, device: str) -> int | None:
+        """The smallest memory of a device of that kind that may measure (None: unknown)."""
+        from resbench.environment import device_memory_bytes
+
+        return device_memory_bytes(device)
 
     @abstractmethod
     def run(self, units: Sequence[Unit], sink: RowSink) -> None:
@@ -89,10 +126,18 @@ class WorkerExecutor(SequentialExecutor):
 
 
 _EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (WorkerExecutor, InProcessExecutor)}
-EXECUTOR_NAMES: tuple[str, ...] = tuple(_EXECUTORS)
+EXECUTOR_NAMES: tuple[str, ...] = (*_EXECUTORS, "ray")
 
 
-def get_executor(name: str) -> Executor:
-    if name not in _EXECUTORS:
+def get_executor(name: str, *, address: str | None = None) -> Executor:
+    """The executor called `name`; `address` is the Ray cluster's (ray only; else RAY_ADDRESS, else a
+    local cluster is started)."""
+    if name not in EXECUTOR_NAMES:
         raise UsageError(f"executor {name!r} is not known; {one_of(EXECUTOR_NAMES)}")
+    if address is not None and name != "ray":
+        raise UsageError(f"--address {address!r} is for --executor ray, not {name!r}")
+    if name == "ray":
+        from resbench.executors.ray_cluster import RayExecutor  # needs the optional `ray` package
+
+        return RayExecutor(address=address)
     return _EXECUTORS[name]()

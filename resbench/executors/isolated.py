@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +128,28 @@ def run_group_isolated(cases: list[Case], progress: ProgressFn = lambda _m: None
 def _run_worker(cases: list[Case], progress: ProgressFn, on_row: RowFn,
                 cost: ModelCost | None) -> WorkerEnd | None:
     """Run `cases` in one worker; None when it sent every row, else how it ended."""
+    request = {"cases": [c.model_dump(mode="json") for c in cases],
+               "cost": dataclasses.asdict(cost) if cost is not None else None}
+
+    def on_message(message: dict) -> None:
+        if message["type"] == "row":
+            on_row(message["case"], ResultRow.model_validate(message["row"]))
+
+    return run_child(request, cases[0].timing.case_timeout_s,
+                     lambda index, stage: stage_text(cases, index, stage), on_message, progress)
+
+
+Describe = Callable[[int | None, str], str]   # (owner, stage) -> "prefix: where", e.g. stage_text
+
+
+def run_child(request: dict, case_limit: float, describe: Describe, on_message: Callable[[dict], None],
+              progress: ProgressFn) -> WorkerEnd | None:
+    """Send `request` to a fresh worker process (worker.py) and follow it: its "stage" messages move the
+    per-owner clocks (an owner is the index the message names: a case of a group, or a model being
+    checked) and are shown through `progress(describe(owner, stage))`; every other message goes to
+    `on_message`. None when the worker said "done", else how it ended (the owner it was on is the
+    culprit). The worker's process tree is killed in every case."""
     memory_cap_mb()  # validate before spawning anything
-    case_limit = cases[0].timing.case_timeout_s
     # The worker imports this very resbench, installed or not (appended: never shadows anything).
     project_root = str(Path(resbench.__file__).resolve().parent.parent)
     bootstrap = f"import sys; sys.path.append({project_root!r}); from resbench.executors.worker import main; main()"
@@ -147,15 +168,13 @@ def _run_worker(cases: list[Case], progress: ProgressFn, on_row: RowFn,
     clock = _Clock()
     output = _Output()
     try:
-        request = {"cases": [c.model_dump(mode="json") for c in cases],
-                   "cost": dataclasses.asdict(cost) if cost is not None else None,
-                   "sys_path": [p or os.getcwd() for p in sys.path]}
+        request = {**request, "sys_path": [p or os.getcwd() for p in sys.path]}
         try:
             proc.stdin.write(json.dumps(request).encode() + b"\n")
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # the worker died at once; its exit status says why
-        return _follow(proc, read_fd, cases, clock, output, case_limit, progress, on_row)
+        return _follow(proc, read_fd, clock, output, case_limit, describe, on_message, progress)
     finally:
         _kill_tree(proc)
         os.close(read_fd)
@@ -166,8 +185,8 @@ def _run_worker(cases: list[Case], progress: ProgressFn, on_row: RowFn,
                 pass
 
 
-def _follow(proc: subprocess.Popen, read_fd: int, cases: list[Case], clock: _Clock, output: _Output,
-            case_limit: float, progress: ProgressFn, on_row: RowFn) -> WorkerEnd | None:
+def _follow(proc: subprocess.Popen, read_fd: int, clock: _Clock, output: _Output, case_limit: float,
+            describe: Describe, on_message: Callable[[dict], None], progress: ProgressFn) -> WorkerEnd | None:
     """Read the worker's messages and output until it is done, dies, or overruns a clock."""
     state: dict = {"buffer": b"", "finished": False, "error": None}
 
@@ -180,13 +199,13 @@ def _follow(proc: subprocess.Popen, read_fd: int, cases: list[Case], clock: _Clo
                 clock.move(None, "waiting for the first stage")
             elif kind == "stage":
                 clock.move(message["case"], message["stage"])
-                progress(stage_text(cases, message["case"], message["stage"]))
-            elif kind == "row":
-                on_row(message["case"], ResultRow.model_validate(message["row"]))
+                progress(describe(message["case"], message["stage"]))
             elif kind == "error":
                 state["error"] = message
             elif kind == "done":
                 state["finished"] = True
+            else:
+                on_message(message)
 
     out_fd = proc.stdout.fileno()
     channel_open = True
@@ -195,7 +214,7 @@ def _follow(proc: subprocess.Popen, read_fd: int, cases: list[Case], clock: _Clo
         remaining = clock.remaining(limit)
         if remaining <= 0:
             _kill_tree(proc)
-            where = _where(cases, clock)
+            where = _where(describe, clock)
             allowance = "start-up allowance" if clock.owner == STARTUP else "timing.case_timeout_s"
             return WorkerEnd("timeout", f"timed out during {where}: over {allowance} = {limit:g} s",
                              clock.owner if isinstance(clock.owner, int) else None)
@@ -219,7 +238,7 @@ def _follow(proc: subprocess.Popen, read_fd: int, cases: list[Case], clock: _Clo
     if state["finished"]:
         return None  # every row is in; the caller kills what is left of the worker
     returncode = _wait_exit(proc, out_fd, output)
-    where = _where(cases, clock)
+    where = _where(describe, clock)
     culprit = clock.owner if isinstance(clock.owner, int) else None
     error = state["error"]
     if error is not None and error.get("fatal"):
@@ -231,11 +250,11 @@ def _follow(proc: subprocess.Popen, read_fd: int, cases: list[Case], clock: _Clo
                      culprit)
 
 
-def _where(cases: list[Case], clock: _Clock) -> str:
+def _where(describe: Describe, clock: _Clock) -> str:
     if clock.owner == STARTUP:
         return "worker start-up"
     index = clock.owner if isinstance(clock.owner, int) else None
-    return stage_text(cases, index, clock.stage).split(": ", 1)[1]
+    return describe(index, clock.stage).split(": ", 1)[1]
 
 
 def _exit_description(returncode: int | None) -> str:

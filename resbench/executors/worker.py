@@ -2,7 +2,8 @@
 or `main()` called with FD as the first argument.
 
 It reads one request from stdin (one JSON line: the group's cases and the parent's sys.path), runs
-measure.run_group on them, and writes JSON lines to file descriptor FD as it goes:
+measure.run_group on them, and writes JSON lines to file descriptor FD as it goes (a request with "check"
+instead of cases checks models instead: model_check.py, which sends "checked" messages instead of rows):
   {"type": "ready"}                                  imports done, cases parsed
   {"type": "stage", "case": i | null, "stage": s}    work moved to case i (null: group-wide) and stage s
   {"type": "row", "case": i, "row": {...}}           case i's final row
@@ -113,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         from resbench.models import ModelCost
         from resbench.suite import Case
 
-        too_small = _cap_memory(any(case.get("device") == "cuda" for case in request["cases"]))
+        # the model check runs user code too: capped alike (on the CPU: it has no "cases")
+        too_small = _cap_memory(any(case.get("device") == "cuda" for case in request.get("cases", [])))
         if too_small is not None:
             send({"type": "error", "message": too_small, "oom": False, "fatal": True})
             _exit(1)
+        if "check" in request:  # a model check (model_check.py): the stages' "case" is a model's index
+            from resbench.executors.model_check import run_checks
+
+            run_checks(request["check"], send)  # it says "ready" itself, after its imports
+            send({"type": "done"})
+            _exit(0)
         measure.IN_WORKER = True
         cases = [Case.model_validate(c) for c in request["cases"]]
         cost = ModelCost(**request["cost"]) if request.get("cost") else None

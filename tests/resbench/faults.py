@@ -12,20 +12,30 @@ calibration (batch 2, models/random_init.py) and the parity reference (every par
 tests use 4). In a suite with batch_sizes [1, ABORT_BATCH, HOG_BATCH, SLEEP_BATCH] the batch-1 group is
 measured normally and each other group meets its fault in the first call of its first backend.
 
-With FAULTS_ONCE_DIR set, the abort and the hang happen once per folder (the first call at their batch
-size leaves a marker file there first), so the worker that retries the rest of the group measures the
-group's other backends normally."""
+With RESBENCH_FAULTS_ONCE_DIR set, the abort and the hang happen once per folder (the first call at their
+batch size leaves a marker file there first), so the worker that retries the rest of the group measures the
+group's other backends normally. (RESBENCH_*: `--executor ray` passes it on to its tasks.)
+
+Models whose own code fails where resbench checks it before measuring (executors/model_check.py runs
+their factory and counts their FLOPs, which calls the forward at batch 1): `abort_on_build`,
+`exit_on_build` (SystemExit) and `hang_on_build` fail in the factory; `aborting` aborts in every forward.
+With RESBENCH_FAULTS_KILL_PARENT=1, `faulty` also SIGKILLs its parent process at KILL_PARENT_BATCH: under
+`--executor ray` that parent is the Ray task, which dies (never set it for local workers: there the
+parent is `resbench` itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import yaml
 from torch import nn
@@ -33,6 +43,7 @@ from torch import nn
 ABORT_BATCH = 3
 HOG_BATCH = 5
 SLEEP_BATCH = 6
+KILL_PARENT_BATCH = 7
 SLEEP_S = 600.0
 ABORT_MESSAGE = "faults.Faulty: aborting on purpose"
 MAX_CAP = 16 << 30
@@ -62,12 +73,15 @@ class Faulty(Tiny):
             allocate_whole_cap()
         if batch == SLEEP_BATCH and first_time("sleep"):
             time.sleep(SLEEP_S)
+        if batch == KILL_PARENT_BATCH and os.environ.get("RESBENCH_FAULTS_KILL_PARENT") == "1":
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(SLEEP_S)  # killed with its parent (PR_SET_PDEATHSIG) long before this ends
         return super().forward(x)
 
 
 def first_time(fault: str) -> bool:
-    """True the first time `fault` is asked for under FAULTS_ONCE_DIR (always without it)."""
-    folder = os.environ.get("FAULTS_ONCE_DIR")
+    """True the first time `fault` is asked for under RESBENCH_FAULTS_ONCE_DIR (always without it)."""
+    folder = os.environ.get("RESBENCH_FAULTS_ONCE_DIR")
     if not folder:
         return True
     try:
@@ -86,6 +100,30 @@ def allocate_whole_cap() -> torch.Tensor:
 
 def faulty() -> nn.Module:
     return Faulty()
+
+
+class Aborting(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print(ABORT_MESSAGE, file=sys.stderr, flush=True)
+        os.abort()
+
+
+def aborting() -> nn.Module:
+    return Aborting()
+
+
+def abort_on_build() -> nn.Module:
+    print(ABORT_MESSAGE, file=sys.stderr, flush=True)
+    os.abort()
+
+
+def exit_on_build() -> nn.Module:
+    raise SystemExit(3)
+
+
+def hang_on_build() -> nn.Module:
+    time.sleep(SLEEP_S)
+    return Tiny()
 
 
 def tiny() -> nn.Module:
@@ -125,11 +163,94 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def start_run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`resbench run ...` in its own session, so that a signal to its process group reaches it as a
+    terminal's Ctrl-C would."""
+    return subprocess.Popen([sys.executable, "-m", "resbench.cli", "run", *map(str, args)], cwd=REPO,
+                            env=env or cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> list[dict]:
+    """The run file's rows once it has at least `count` (the file is replaced atomically, so every read
+    sees a whole file)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            rows = json.loads(path.read_text())["rows"]
+            if len(rows) >= count:
+                return rows
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} row(s) in {path} after {timeout} s")
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float = 30) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive(processes)
+
+
+def processes_with_token(token: str) -> list[psutil.Process]:
+    """Live processes whose environment carries RESBENCH_TEST_TOKEN=`token` (what the run under test started)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RESBENCH_TEST_TOKEN") == token and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 def resbench(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 240,
              **popen: Any) -> subprocess.CompletedProcess:
     """Run the real command line (`python -m resbench.cli ...`) and wait for it."""
     return subprocess.run([sys.executable, "-m", "resbench.cli", *map(str, args)], capture_output=True,
                           text=True, env=env or cli_env(), timeout=timeout, cwd=REPO, **popen)
+
+
+MODEL_CHECK_TIMEOUT_S = 4
+FAULTY_MODELS = {  # model -> (status of each of its cases, the start of their reason)
+    "python:faults:abort_on_build": ("crashed", "model check: crashed during building model: killed by SIGABRT"),
+    "python:faults:exit_on_build": ("failed", "model check: building model: SystemExit: 3"),
+    "python:faults:hang_on_build": ("timeout", "model check: timed out during building model: over "
+                                               f"timing.case_timeout_s = {MODEL_CHECK_TIMEOUT_S} s"),
+    "python:faults:aborting": ("crashed", "model check: crashed during counting FLOPs at 32 px: killed by SIGABRT"),
+}
+
+
+def write_faulty_models_suite(path: Path, models: dict[str, tuple[str, str]]) -> Path:
+    """The tiny model and `models` (some of FAULTY_MODELS) at two batch sizes: two groups each (with one,
+    the old preflight left the FLOP count to the worker, which hid the parent's exposure)."""
+    return write_suite(path, models=["python:faults:tiny", *models], batch_sizes=[1, 2],
+                       timing={"case_timeout_s": MODEL_CHECK_TIMEOUT_S})
+
+
+def assert_faulty_models_rows(run: Any, models: dict[str, tuple[str, str]]) -> None:
+    """The tiny model measured at both sizes; every case of `models` with its status and reason."""
+    by_model: dict[str, list] = {}
+    for row in run.rows:
+        by_model.setdefault(row.model, []).append(row)
+    assert list(by_model) == ["python:faults:tiny", *models]
+    for row in by_model["python:faults:tiny"]:
+        assert row.status == "ok" and row.latency_ms.n >= 5 and row.parity.passed, (row.status, row.reason)
+    for model, (status, reason) in models.items():
+        assert [r.batch_size for r in by_model[model]] == [1, 2]
+        for row in by_model[model]:
+            assert row.status == status and row.reason.startswith(reason), (model, row.status, row.reason)
 
 
 def run_main(monkeypatch, capsys, *args: str | Path) -> tuple[int, list[str]]:

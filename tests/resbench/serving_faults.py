@@ -2,11 +2,14 @@
 as faults.cli_env sets it up):
 - `sleepy`: the tiny net of faults.py, plus SLEEP_S of sleep per call, so its capacity is known whatever
   the machine's load: at most 1 / SLEEP_S batches per second;
-- `raises`: the tiny net until its RAISE_AFTER-th call in a process, then RuntimeError(RAISE_MESSAGE) on
-  every call: prepare, first call and warm-up pass, and the runtime fails in the middle of LoadGen's run."""
+- `raises`: the tiny net, except that its calls from threads other than the main one (the serving SUT's
+  batcher) raise RuntimeError(RAISE_MESSAGE) from the RAISE_AFTER-th on: prepare, warm-up and the schedule
+  estimate (main thread) and the batcher's own warm-up pass, and the runtime fails in the middle of
+  LoadGen's first run; every later run fails from its start."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -14,7 +17,7 @@ from faults import Tiny
 from torch import nn
 
 SLEEP_S = 0.02
-RAISE_AFTER = 40      # prepare (1) + warm-up (>= 10) + the schedule estimate (10) stay below it
+RAISE_AFTER = 20      # calls off the main thread: the batcher's warm-up (3) and a few samples pass
 RAISE_MESSAGE = "serving_faults.Raises: failing on purpose mid-run"
 
 
@@ -25,12 +28,13 @@ class Sleepy(Tiny):
 
 
 class Raises(Tiny):
-    calls = 0  # per process: every copy of the model counts
+    calls = 0  # per process, off the main thread: every copy of the model counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        Raises.calls += 1
-        if Raises.calls > RAISE_AFTER:
-            raise RuntimeError(RAISE_MESSAGE)
+        if threading.current_thread() is not threading.main_thread():
+            Raises.calls += 1
+            if Raises.calls > RAISE_AFTER:
+                raise RuntimeError(RAISE_MESSAGE)
         return super().forward(x)
 
 

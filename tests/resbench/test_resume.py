@@ -3,10 +3,8 @@ its workers do not outlive it, and `--resume` measures only what is missing."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,46 +20,7 @@ from resbench.suite import expand, load_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
-
-
-def start_run(*args: str | Path) -> subprocess.Popen:
-    """`resbench run ...` in its own session, so that a signal to its process group reaches it as a
-    terminal's Ctrl-C would."""
-    return subprocess.Popen([sys.executable, "-m", "resbench.cli", "run", *map(str, args)], cwd=faults.REPO,
-                            env=faults.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout: float = 180) -> list[dict]:
-    """The run file's rows once it has at least `count` (the file is replaced atomically, so every read
-    sees a whole file)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file():
-            rows = json.loads(path.read_text())["rows"]
-            if len(rows) >= count:
-                return rows
-        assert proc.poll() is None, f"the run ended early: {proc.communicate()[1][-2000:]}"
-        time.sleep(0.05)
-    raise AssertionError(f"no {count} row(s) in {path} after {timeout} s")
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in processes:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def wait_gone(processes: list[psutil.Process], timeout: float = 30) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while alive(processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return alive(processes)
+from faults import start_run, wait_for_rows, wait_gone  # noqa: E402
 
 
 def test_ctrl_c_keeps_finished_cases_and_resume_runs_only_the_rest(tmp_path):

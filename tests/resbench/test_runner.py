@@ -12,7 +12,7 @@ import yaml
 from resbench.executors.base import Executor
 from resbench.measure import base_row
 from resbench.results import RunFile
-from resbench.runner import preflight, run_suite
+from resbench.runner import Preflight, preflight, run_suite
 from resbench.suite import expand, parse_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
@@ -20,15 +20,22 @@ import faults  # noqa: E402
 
 
 def test_preflight_counts_each_model_once_for_the_workers():
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(batch_sizes=[1, 2], dtypes=["fp32", "bf16"])))
-    costs = preflight(expand(suite, "cpu"))  # four groups, four workers: count once, here
-    (spec, size), cost = next(iter(costs.items()))
-    assert len(costs) == 1 and spec.name == "python:faults:tiny" and size == 32
-    assert cost.params == 3 * 8 * 9 + 2 * 8 + 8 * 10 + 10  # conv, BN affine, fc weight + bias
+    """Built-in models are counted here when several workers would count them; models with code of their
+    own are counted by the checker process, always (it runs their forward anyway)."""
+    def costs_of(fields: dict, **options) -> dict:
+        return preflight(expand(parse_suite(yaml.safe_dump(faults.suite_dict(**fields))), "cpu"), **options).costs
 
-    single = expand(parse_suite(yaml.safe_dump(faults.suite_dict())), "cpu")  # one group: its worker counts
-    assert preflight(single) == {} and preflight(single, repeat=2) == costs
-    assert preflight(single, isolate=False) == costs
+    four_groups = costs_of({"models": ["resnet18"], "batch_sizes": [1, 2], "dtypes": ["fp32", "bf16"]})
+    (spec, size), cost = next(iter(four_groups.items()))
+    assert len(four_groups) == 1 and spec.name == "resnet18" and size == 32
+    assert cost.params == 11_689_512  # torchvision's resnet18
+    one_group = {"models": ["resnet18"]}
+    assert costs_of(one_group) == {}  # one group: its worker counts
+    assert costs_of(one_group, repeat=2) == costs_of(one_group, isolate=False) == four_groups
+
+    (spec, size), cost = next(iter(costs_of({}).items()))  # python:faults:tiny, in the checker
+    assert spec.name == "python:faults:tiny" and size == 32
+    assert cost.params == 3 * 8 * 9 + 2 * 8 + 8 * 10 + 10  # conv, BN affine, fc weight + bias
 
 
 def test_repeat_reports_the_run_to_run_spread(tmp_path):
@@ -75,7 +82,7 @@ def test_run_file_keeps_group_order_whatever_order_rows_arrive_in(tmp_path):
     saved: list[list[str]] = []
     finished_groups: list[int] = []
 
-    run_suite(cases, run, out, executor=_OutOfOrder(saved, out), costs={},
+    run_suite(cases, run, out, executor=_OutOfOrder(saved, out), checked=Preflight(),
               on_group_done=lambda group, _rows: finished_groups.append(group[0].batch_size))
 
     assert saved == [  # saved after every row: earlier rows first, then groups in order, each in case order
@@ -117,7 +124,7 @@ def test_a_resumed_crash_keeps_its_row_and_place_until_its_new_row_replaces_it(t
     saved: list[list[tuple[int, str]]] = []
 
     run = run_suite([cases[0], cases[1]], RunFile(env={}, suite={}, rows=[crashed, done]), out,
-                    executor=_Remeasures(saved, out), costs={})
+                    executor=_Remeasures(saved, out), checked=Preflight())
 
     assert saved == [[(2, "crashed"), (3, "skipped"), (1, "ok")],
                      [(2, "ok"), (3, "skipped"), (1, "ok")]]

@@ -8,7 +8,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from resbench.errors import UsageError
@@ -21,21 +20,9 @@ import faults  # noqa: E402
 CASE_TIMEOUT_S = 4
 
 
-def processes_with_token(token: str) -> list[psutil.Process]:
-    """Live processes whose environment carries `token` (what the run under test started)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("RESBENCH_TEST_TOKEN") == token and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
 def test_abort_oom_and_hang_become_rows_and_the_run_goes_on(tmp_path):
     """Per group (batch size), two cheap backends: eager and eager[cuda_graphs=auto] (plain on CPU). The
-    abort and the hang strike the first call of eager once (FAULTS_ONCE_DIR); the retried worker must
+    abort and the hang strike the first call of eager once (RESBENCH_FAULTS_ONCE_DIR); the retried worker must
     then measure the group's other backend."""
     batches = [1, faults.ABORT_BATCH, faults.HOG_BATCH, faults.SLEEP_BATCH]
     suite = faults.write_suite(tmp_path / "faults.yaml", models=["python:faults:faulty"], batch_sizes=batches,
@@ -45,7 +32,7 @@ def test_abort_oom_and_hang_become_rows_and_the_run_goes_on(tmp_path):
     token = uuid.uuid4().hex
     (tmp_path / "once").mkdir()
     env = faults.cli_env(RESBENCH_WORKER_MEMORY_MB="4096", RESBENCH_TEST_TOKEN=token,
-                         FAULTS_ONCE_DIR=str(tmp_path / "once"))
+                         RESBENCH_FAULTS_ONCE_DIR=str(tmp_path / "once"))
 
     result = faults.resbench("run", suite, "--out", out, env=env)
 
@@ -75,7 +62,7 @@ def test_abort_oom_and_hang_become_rows_and_the_run_goes_on(tmp_path):
 
     for status in ("crashed", "oom", "timeout"):
         assert status in result.stdout  # the console table shows each status with its reason
-    assert processes_with_token(token) == []  # the hung worker's process tree was killed
+    assert faults.processes_with_token(token) == []  # the hung worker's process tree was killed
 
 
 def test_a_bad_memory_cap_is_refused_in_one_line(monkeypatch):
