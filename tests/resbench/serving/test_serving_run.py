@@ -5,12 +5,10 @@ Ctrl-C / --resume keep serving rows like latency rows. Tiny models and short Loa
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import faults
@@ -156,11 +154,9 @@ def test_a_runtime_that_raises_mid_run_completes_every_sample_and_fails_its_rows
 def test_ctrl_c_keeps_serving_rows_and_resume_measures_the_rest_without_overwriting_logs(tmp_path) -> None:
     suite = serving_suite(tmp_path / "suite.yaml", duration_s=1.0, target_qps=200, max_batch=2)
     out = tmp_path / "run.json"
-    proc = subprocess.Popen([sys.executable, "-m", "resbench.cli", "run", str(suite), "--out", str(out)],
-                            cwd=faults.REPO, env=faults.cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = faults.start_run(suite, "--out", out)
     try:
-        deadline_rows = _wait(out, proc, lambda rows: any(r.get("scenario") for r in rows))
+        seen = faults.wait_for_rows(out, 2, proc, timeout=300)  # the latency row, then single-stream's
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -169,7 +165,7 @@ def test_ctrl_c_keeps_serving_rows_and_resume_measures_the_rest_without_overwrit
     assert proc.returncode == 130, stderr[-2000:]
     interrupted = RunFile.load(out)
     kept = [row for row in interrupted.rows if row.scenario is not None]
-    assert kept and len(kept) < 3 and all(row.status == "ok" for row in kept), deadline_rows
+    assert kept and len(kept) < 3 and all(row.status == "ok" for row in kept), seen
     # The interrupted scenario's folder (made here if the worker died before making it) is never reused.
     interrupted_case = out.parent / "run.loadgen" / f"python-faults-tiny_eager_fp32_{SCENARIOS[len(kept)]}"
     interrupted_case.mkdir(parents=True, exist_ok=True)
@@ -185,16 +181,3 @@ def test_ctrl_c_keeps_serving_rows_and_resume_measures_the_rest_without_overwrit
     assert final[len(kept)].serving.log_dir == f"run.loadgen/{interrupted_case.name}-2"
     assert (interrupted_case / "marker").read_text() == "from the interrupted attempt"
 
-
-def _wait(path: Path, proc: subprocess.Popen, ready, timeout: float = 300) -> list[dict]:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file():
-            rows = json.loads(path.read_text())["rows"]
-            if ready(rows):
-                return rows
-        assert proc.poll() is None, f"the run ended early: {proc.communicate()[1][-2000:]}"
-        time.sleep(0.05)
-    raise AssertionError(f"no serving row in {path} after {timeout} s")
