@@ -343,8 +343,9 @@ def compare(
 ) -> None:
     """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression or a case with too few
     samples to judge, 2 on bad input."""
-    from resbench.compare import compare_files, print_comparison, render_markdown
+    from resbench.compare import compare_files
     from resbench.output_files import replace_file
+    from resbench.report.comparison import print_comparison, render_markdown
 
     targets = _check_outputs([("--md", md)] if md is not None else [], inputs=[baseline, candidate])
     comparison = compare_files(str(baseline), str(candidate), fail_on or [], allow_insufficient=allow_insufficient)

@@ -16,11 +16,11 @@ from resbench.compare import (
     decide,
     mann_whitney_u,
     parse_fail_on,
-    render_markdown,
     smallest_p_value,
     thresholds_from_specs,
 )
 from resbench.errors import ResbenchError, RunFileError, UsageError
+from resbench.report.comparison import render_markdown
 from resbench.results import Memory, Parity, ResultRow, RunFile
 from resbench.stats import summarize
 
@@ -379,7 +379,7 @@ def test_terminal_output_keeps_backend_options_and_brackets():
 
     from rich.console import Console
 
-    from resbench.compare import print_comparison
+    from resbench.report.comparison import print_comparison
 
     base = run([row(backend="compile", options={"mode": "max-autotune"}, seed=1)], packages={"x": "[/1]"})
     cand = run([row(backend="compile", options={"mode": "max-autotune"}, seed=2)], packages={"x": "[/2]"})

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from resbench.compare import compare_runs, print_comparison, render_markdown, thresholds_from_specs
+from resbench.compare import compare_runs, thresholds_from_specs
 from resbench.recommend import Constraints, print_recommendation, recommend
+from resbench.report.comparison import print_comparison, render_markdown
 from resbench.report.markdown import render_markdown as render_run_markdown
 from resbench.results import RunFile
 
