@@ -65,7 +65,9 @@ def fingerprint(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "resbench": resbench.__version__,
         "git_sha": sha,
-        "git_dirty": bool(_git("status", "--porcelain")) if sha else None,
+        # tracked files only: the run's own output (a run file written into the checkout) is untracked
+        # and says nothing about the code that measured it
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "os": platform.platform(),
