@@ -82,7 +82,7 @@ def do_bench_median(fn, x: torch.Tensor) -> float:
 def blocked_autorange_median(fn, x: torch.Tensor) -> float:
     from torch.utils.benchmark import Timer
 
-    timer = Timer(stmt="fn(x)", globals={"fn": fn, "x": x})
+    timer = Timer(stmt="fn(x)", globals={"fn": fn, "x": x}, num_threads=torch.get_num_threads())  # default: 1
     return timer.blocked_autorange(min_run_time=AUTORANGE_S).median * 1e3
 
 
