@@ -365,13 +365,13 @@ def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor 
             warnings.append(f"parity not checked: {describe(exc)}")
     stage("memory")
     try:
-        memory = _memory(p, x)
+        footprint = _memory(p, x)
     except Exception as exc:
-        memory = Memory(source=f"not measured: {describe(exc)}")
+        footprint = Memory(source=f"not measured: {describe(exc)}")
     return base_row(
         case, cost, latency_ms=stats, samples_ms=samples,
         throughput_ips=case.batch_size / (stats.median * 1e-3), tflops=tflops, pct_peak=pct, peak_source=source,
-        memory=memory, parity=row_parity, warnings=warnings, **common,
+        memory=footprint, parity=row_parity, warnings=warnings, **common,
     )
 
 
