@@ -311,7 +311,10 @@ class _RunFileSink:
         if len(done) < self.repeats[unit.group]:
             return
         self.final[unit.group] = combine_repeats(done) if self.repeats[unit.group] > 1 else rows
-        self._save()
+        streamed = self.streamed.get(unit.group, {})
+        if [streamed.get(i) for i in range(len(rows))] != self.final[unit.group]:
+            # (an unrepeated group's rows were each saved as they came: the file has them already)
+            self._save()
         self.on_group_done(self.groups[unit.group], self.final[unit.group])
 
     def _save(self) -> None:
