@@ -291,9 +291,9 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
                     rss_of[id(m)].start()
 
             def accept_slice(m: Measurement, t0: float, t1: float) -> bool:
-                load.slice_ended(m.label)
-                if id(m) in rss_of:
+                if id(m) in rss_of:  # first: the RSS window opened last, and the load reading allocates
                     rss_of[id(m)].stop()
+                load.slice_ended(m.label)
                 return monitor.slice_ok(m.label, t0, t1)
 
             measure_interleaved([p.measurement for _, p in prepared], first.timing, on_slice=on_slice,
