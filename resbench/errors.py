@@ -72,6 +72,17 @@ class UsageError(ResbenchError):
     """A bad command-line argument."""
 
 
+def message_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the exception type and the first line of its message (the type alone without one)."""
+    return f"{type(exc).__name__}: {message_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
 def one_of(allowed: Iterable[object]) -> str:
     """Format allowed values for a message: "one of: a, b, c"."""
     return "one of: " + ", ".join(str(a) for a in allowed)

@@ -27,6 +27,7 @@ from resbench.backends import get_backend
 from resbench.backends.base import Forward, private_copy
 from resbench.dtypes import torch_dtype
 from resbench.environment import device_name
+from resbench.errors import describe
 from resbench.models import ModelCost, ModelSpec, build_model, model_cost
 from resbench.numerics import pinned
 from resbench.results import Memory, ResultRow
@@ -96,12 +97,6 @@ def is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "out of memory" in text.lower() or "can't allocate memory" in text
-
-
-def describe(exc: BaseException) -> str:
-    """One line: the exception type and the first line of its message."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _failure_row(case: Case, cost: ModelCost | None, exc: BaseException, stage: str, **fields: Any) -> ResultRow:

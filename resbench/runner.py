@@ -19,10 +19,10 @@ import torch
 from resbench import system
 from resbench.dtypes import torch_dtype
 from resbench.environment import device_memory_bytes
-from resbench.errors import ModelError, ResbenchError, UsageError
+from resbench.errors import ModelError, ResbenchError, UsageError, describe
 from resbench.executors import Executor, Unit, get_executor
 from resbench.executors.model_check import ModelFault
-from resbench.measure import ProgressFn, base_row, describe
+from resbench.measure import ProgressFn, base_row
 from resbench.models import ModelCost, ModelSpec, model_cost
 from resbench.results import ResultRow, RunFile
 from resbench.suite import Case, Suite

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resbench.errors import ModelError, ResbenchError
+from resbench.errors import ModelError, ResbenchError, describe
 from resbench.executors.isolated import run_child
-from resbench.measure import ProgressFn, describe, is_oom
+from resbench.measure import ProgressFn, is_oom
 from resbench.models import ModelCost, ModelSpec
 
 Costs = dict[tuple[ModelSpec, int], ModelCost]

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from resbench.errors import UsageError
+from resbench.errors import UsageError, describe, message_line
 from resbench.executors.base import Executor, RowSink, Unit
 from resbench.executors.isolated import STARTUP_TIMEOUT_S
 from resbench.results import Placement, ResultRow
@@ -104,7 +104,7 @@ class RayExecutor(Executor):
             ray.init(address=self.address, **options)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's words say which
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray cluster"
-            raise UsageError(f"cannot connect to {where}: {_first_line(exc)} (--address or RAY_ADDRESS)"
+            raise UsageError(f"cannot connect to {where}: {message_line(exc)} (--address or RAY_ADDRESS)"
                              ) from None
         self._connected_here = True
         return self
@@ -149,7 +149,7 @@ class RayExecutor(Executor):
             probes = ray.get(refs, timeout=PROBE_TIMEOUT_S)
         except Exception as exc:
             raise UsageError(f"the Ray cluster's nodes did not describe themselves within {PROBE_TIMEOUT_S:g} s "
-                             f"({_first_line(exc)}); is resbench installed on every node?") from None
+                             f"({message_line(exc)}); is resbench installed on every node?") from None
         self._probes[device] = sorted(probes, key=lambda p: (p["node"], p["node_ip"]))
         return self._probes[device]
 
@@ -279,17 +279,12 @@ def group_allowance_s(unit: Unit) -> float:
     return (2 * len(unit.cases) + 3) * step
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _ray_reason(exc: BaseException) -> str:
     """The line of a Ray error that says what happened (its first is often a header)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     cause = getattr(exc, "cause", None)
     if cause is not None and not isinstance(cause, type(exc)):
-        return _first_line(cause)
+        return message_line(cause)
     return lines[0][:300] if lines else type(exc).__name__
 
 
@@ -356,7 +351,6 @@ def measure_group_task(cases: list[dict[str, Any]], cost: dict[str, Any] | None,
         if entry not in sys.path and os.path.exists(entry):
             sys.path.append(entry)
     from resbench.executors.isolated import run_group_isolated
-    from resbench.measure import describe
     from resbench.models import ModelCost
     from resbench.suite import Case
 

@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             cost=cost,
         )
     except BaseException as exc:  # anything that escapes is reported, then the worker exits
-        from resbench.measure import describe, is_oom
+        from resbench.errors import describe
+        from resbench.measure import is_oom
 
         send({"type": "error", "message": describe(exc), "oom": is_oom(exc)})
         _exit(1)
