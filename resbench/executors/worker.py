@@ -68,8 +68,10 @@ def _cap_memory(on_cuda: bool) -> str | None:
     useful address-space cap makes CUDA initialisation fail (notes/gpu-audit.md, item 9). RLIMIT_DATA
     (Linux >= 4.7: heap plus private writable mappings) still stops a runaway host allocation; read-only
     and PROT_NONE reservations and the device's shared mappings are not counted."""
-    value = os.environ.get("RESBENCH_WORKER_MEMORY_MB", "").strip()
-    if not value:
+    from resbench.executors.isolated import MEMORY_ENV, memory_cap_mb
+
+    cap_mb = memory_cap_mb()  # (valid: the parent checked it before starting this worker)
+    if cap_mb is None:
         return None
     import resource
 
@@ -78,11 +80,11 @@ def _cap_memory(on_cuda: bool) -> str | None:
     info = psutil.Process().memory_info()
     limit, used_mb, what = ((resource.RLIMIT_DATA, info.data >> 20, "data segment") if on_cuda else
                             (resource.RLIMIT_AS, info.vms >> 20, "address space"))
-    if int(value) < used_mb + MEMORY_HEADROOM_MB:
-        return (f"RESBENCH_WORKER_MEMORY_MB={value} is too small: a worker maps {used_mb:,} MiB of {what} "
+    if cap_mb < used_mb + MEMORY_HEADROOM_MB:
+        return (f"{MEMORY_ENV}={cap_mb} is too small: a worker maps {used_mb:,} MiB of {what} "
                 f"once torch is imported, before any model; give at least {used_mb + MEMORY_HEADROOM_MB:,} "
                 f"(its imports + {MEMORY_HEADROOM_MB} MiB for a small model)")
-    cap = int(value) << 20
+    cap = cap_mb << 20
     _, hard = resource.getrlimit(limit)
     resource.setrlimit(limit, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     return None
