@@ -437,10 +437,9 @@ def _device_choice(device: str, here: bool = True) -> str:
     if device not in allowed:
         raise UsageError(f"device {device!r} is not allowed; {one_of(allowed)}")
     if device == "cuda" and here:
-        import torch
+        from resbench.suite import resolve_device
 
-        if not torch.cuda.is_available():
-            raise UsageError("device 'cuda' requested but no CUDA GPU is visible to torch; use --device cpu")
+        resolve_device(device)  # no GPU here: refused before any output is checked
     return device
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resbench import bounded_yaml
 from resbench.dtypes import DTYPE_NAMES
-from resbench.errors import BackendError, SuiteError, shown
+from resbench.errors import BackendError, SuiteError, UsageError, shown
 from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
 from resbench.results import backend_label, identity_of
 
@@ -507,10 +507,13 @@ def _suggest_suites(path: Path) -> str:
 
 
 def resolve_device(requested: str) -> Literal["cuda", "cpu"]:
+    """`auto` -> cuda when torch sees a GPU here, else cpu; `cuda` without one is a usage error."""
     import torch
 
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA GPU is visible to torch; use --device cpu")
     return requested  # type: ignore[return-value]
 
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from resbench.errors import UsageError, one_of
 from resbench.models import ModelCost
 from resbench.results import ResultRow
-from resbench.suite import Case
+from resbench.suite import Case, resolve_device
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,7 @@ class Executor(ABC):
 
     def resolve_device(self, choice: str) -> Literal["cuda", "cpu"]:
         """`auto` -> cuda when the measuring machines have a GPU; `cuda` without one is a usage error."""
-        import torch
-
-        if choice == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise UsageError("device 'cuda' requested but no CUDA GPU is visible to torch; use --device cpu")
-        return choice  # type: ignore[return-value]
+        return resolve_device(choice)
 
     def environment(self, device: str) -> dict[str, Any]:
         """The run file's `env` block: the fingerprint of the machine(s) that measure."""
