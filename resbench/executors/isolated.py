@@ -110,11 +110,8 @@ def run_group_isolated(cases: list[Case], progress: ProgressFn = lambda _m: None
             break
         end = _run_worker([cases[i] for i in todo], progress, lambda j, row, todo=todo: record(todo[j], row),
                           cost)
-        if end is None:
-            missing = [i for i in todo if i not in rows]
-            for i in missing:  # cannot happen with a sound worker; never leave a case without a row
-                record(i, base_row(cases[i], cost, "crashed", "the worker finished without a row for it"))
-            break
+        if end is None:  # every row is in (else, as no sound worker does, never leave a case without a row)
+            end = WorkerEnd("crashed", "the worker finished without a row for it", None)
         culprit = todo[end.culprit] if end.culprit is not None else None
         if culprit is not None and culprit not in rows:
             record(culprit, base_row(cases[culprit], cost, end.status, end.reason))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from resbench.errors import ModelError, ResbenchError, describe
-from resbench.executors.isolated import run_child
+from resbench.executors.isolated import WorkerEnd, run_child
 from resbench.measure import ProgressFn, is_oom
 from resbench.models import ModelCost, ModelSpec
 
@@ -69,12 +69,8 @@ def check_models(sizes: dict[ModelSpec, set[int]], timeout_s: float,
                              for i in todo]}
         end = run_child(request, timeout_s, _describer([specs[i] for i in todo]),
                         lambda message, todo=todo: on_message(todo, message), progress)
-        if end is None:
-            for i in todo:  # cannot happen with a sound checker; never leave a model without an outcome
-                if i not in done:
-                    done.add(i)
-                    faults[specs[i]] = ModelFault("crashed", f"{PREFIX}: the checker finished without a verdict")
-            break
+        if end is None:  # every verdict is in (else, as no sound checker does, never leave a model without one)
+            end = WorkerEnd("crashed", "the checker finished without a verdict", None)
         culprits = [todo[end.culprit]] if end.culprit is not None else [i for i in todo if i not in done]
         for i in culprits:  # a start-up fault (no culprit) is every remaining model's: the next would meet it too
             if i not in done:
