@@ -69,9 +69,8 @@ def _check_consistent(runs: Sequence[tuple[str, RunFile]]) -> None:
     first_name, first = runs[0]
     for name, run in runs[1:]:
         if run.suite != first.suite:
-            keys = sorted(k for k in set(run.suite) | set(first.suite) if run.suite.get(k) != first.suite.get(k))
             raise RunFileError(f"cannot merge {name!r} with {first_name!r}: their suites differ "
-                               f"(in: {', '.join(keys)})")
+                               f"(in: {', '.join(run.suite_differences(first.suite))})")
         for key in SOFTWARE_KEYS:
             if run.env.get(key) != first.env.get(key):
                 raise RunFileError(f"cannot merge {name!r} with {first_name!r}: env {key} is "

@@ -213,6 +213,11 @@ class RunFile(BaseModel):
             counts[self.device_of(row)] = counts.get(self.device_of(row), 0) + 1
         return counts
 
+    def suite_differences(self, suite: dict[str, Any]) -> list[str]:
+        """The suite keys whose values differ between this run's suite and `suite`, sorted. A key missing on
+        one side reads as None, the default of a key added since (an older run file has no `threads`)."""
+        return sorted(k for k in set(self.suite) | set(suite) if self.suite.get(k) != suite.get(k))
+
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=1)
 

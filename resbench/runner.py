@@ -142,10 +142,7 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
     row measured on another device would otherwise count as done. Unfinished rows stay in `run`, their
     reasons with them, until a new row of the same case replaces them (run_suite), so a resume that is
     itself interrupted loses nothing."""
-    recorded = run.suite
-    current = suite.model_dump(mode="json")
-    # a key missing from an older run file reads as None, the default of a key added since (e.g. threads)
-    keys = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    keys = run.suite_differences(suite.model_dump(mode="json"))
     if keys:
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
                          f"(differs in: {', '.join(keys)})")
