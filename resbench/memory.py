@@ -108,19 +108,25 @@ class _RssPoller:
     """Samples RSS in a thread (the fallback where the high-water mark cannot be reset)."""
 
     def __init__(self) -> None:
-        self.peak = rss_bytes()
+        # one handle for every poll: the thread runs beside the timed calls, and a new psutil.Process per
+        # reading (rss_bytes) costs 33 us instead of 12 us
+        self._process = psutil.Process()
+        self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resbench-rss", daemon=True)
         self._thread.start()
 
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
+
     def _run(self) -> None:
         while not self._stop.wait(RSS_POLL_S):
-            self.peak = max(self.peak, rss_bytes())
+            self.peak = max(self.peak, self._rss())
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join(timeout=1)
-        return max(self.peak, rss_bytes())
+        return max(self.peak, self._rss())
 
 
 class PeakRss:
