@@ -522,6 +522,7 @@ def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
     from resbench import threads
 
     suite = suite.for_device(device)
+    thread_count = threads.resolve(suite.threads)
     cases = []
     for model, dtype, batch, backend in itertools.product(
         suite.models, suite.dtypes, suite.batch_sizes, suite.backends
@@ -529,9 +530,9 @@ def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
         cases.append(Case(
             model=model.spec, backend=backend.name, options=_normalized_options(backend),
             batch_size=batch, dtype=dtype, image_size=suite.image_size, memory_format=suite.memory_format,
-            device=device, timing=suite.timing, parity=suite.parity, threads=threads.resolve(suite.threads),
+            device=device, timing=suite.timing, parity=suite.parity, threads=thread_count,
         ))
-    return cases + _serving_cases(suite, device, threads.resolve(suite.threads))
+    return cases + _serving_cases(suite, device, thread_count)
 
 
 def _serving_cases(suite: Suite, device: Literal["cuda", "cpu"], thread_count: int | None) -> list[Case]:
