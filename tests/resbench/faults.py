@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 import torch
@@ -183,6 +183,27 @@ def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout: float
         assert proc.poll() is None, f"the run ended early: {proc.communicate()[1][-2000:]}"
         time.sleep(0.05)
     raise AssertionError(f"no {count} row(s) in {path} after {timeout} s")
+
+
+class Interrupted(NamedTuple):
+    rows: list[dict]                  # the run file's rows when it was interrupted
+    stderr: str
+    processes: list[psutil.Process]   # what the run had started by then (its workers)
+
+
+def interrupt_after_rows(proc: subprocess.Popen, path: Path, count: int, timeout: float = 180,
+                         exit_timeout: float = 60) -> Interrupted:
+    """Ctrl-C once the run file at `path` has `count` rows: SIGINT to the run's process group, as a terminal
+    sends it; then wait for the run to end (killed if it outlives `exit_timeout`)."""
+    try:
+        rows = wait_for_rows(path, count, proc, timeout)
+        processes = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=exit_timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return Interrupted(rows, stderr, processes)
 
 
 def alive(processes: list[psutil.Process]) -> list[psutil.Process]:

@@ -173,9 +173,7 @@ def test_two_runs_on_one_file_the_second_is_refused_naming_the_first(tmp_path):
     suite = faults.write_suite(tmp_path / "suite.yaml", timing={"min_time_s": 60.0, "max_time_s": 60.0,
                                                                 "target_rel_ci": 0.0001, "case_timeout_s": 300})
     out = tmp_path / "run.json"
-    first = subprocess.Popen([sys.executable, "-m", "resbench.cli", "run", str(suite), "--out", str(out)],
-                             cwd=faults.REPO, env=faults.cli_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = faults.start_run(suite, "--out", out)
     try:
         lock = sibling(resolve(out), "lock")
         deadline = time.monotonic() + 120

@@ -3,7 +3,6 @@ its workers do not outlive it, and `--resume` measures only what is missing."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -27,14 +26,7 @@ def test_ctrl_c_keeps_finished_cases_and_resume_runs_only_the_rest(tmp_path):
     suite = faults.write_suite(tmp_path / "suite.yaml", batch_sizes=[1, 2])
     out = tmp_path / "run.json"
     proc = start_run(suite, "--out", out)
-    try:
-        wait_for_rows(out, 1, proc)
-        workers = psutil.Process(proc.pid).children(recursive=True)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole foreground group
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, stderr, workers = faults.interrupt_after_rows(proc, out, 1)
     assert proc.returncode == 130, stderr[-2000:]
     assert "--resume" in stderr
     interrupted = RunFile.load(out)

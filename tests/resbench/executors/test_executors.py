@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from resbench.errors import UsageError
 from resbench.executors import get_executor
+
+sys.path.insert(0, str(Path(__file__).parent.parent))  # faults.py: run_main
+import faults  # noqa: E402
 
 
 def test_an_unknown_executor_lists_the_known_ones():
@@ -29,12 +33,8 @@ def test_ray_without_its_extra_says_how_to_install_it(monkeypatch):
 
 def test_wait_idle_is_refused_with_ray(monkeypatch, capsys):
     """--wait-idle watches this machine; on a cluster the groups run elsewhere."""
-    from resbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["resbench", "run", "suite.yaml", "--executor", "ray", "--wait-idle", "5"])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
+    code, lines = faults.run_main(monkeypatch, capsys, "run", "suite.yaml", "--executor", "ray", "--wait-idle", "5")
+    assert code == 2
+    assert lines == [
         "error: --wait-idle watches this machine; with --executor ray the groups run on the cluster's nodes: "
         "leave it out"]

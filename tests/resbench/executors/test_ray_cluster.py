@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import uuid
@@ -113,13 +112,7 @@ def test_a_killed_ray_run_resumes(cluster, tmp_path):
     token = uuid.uuid4().hex
     env = faults.cli_env(**NO_AUTH, RESBENCH_TEST_TOKEN=token)  # RESBENCH_*: reaches the tasks' processes
     proc = faults.start_run(suite, "--out", out, "--executor", "ray", "--address", cluster, env=env)
-    try:
-        faults.wait_for_rows(out, 1, proc, timeout=240)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = faults.interrupt_after_rows(proc, out, 1, timeout=240, exit_timeout=120).stderr
     assert proc.returncode == 130, stderr[-2000:]
     interrupted = RunFile.load(out)
     assert [(r.batch_size, r.status) for r in interrupted.rows] == [(1, "ok")]
