@@ -160,8 +160,7 @@ class RayExecutor(Executor):
         from resbench.environment import fingerprint
 
         env = fingerprint(device)
-        nodes = [{"node": p["node"], "node_ip": p["node_ip"], "node_id": p["node_id"], **p["fingerprint"]}
-                 for p in self._probe(device)]
+        nodes = self._node_fingerprints(device)
         keys = {k for node in nodes for k in node} - {"node", "node_ip", "node_id", *DRIVER_ENV_KEYS}
         for key in sorted(keys):
             values = {repr(node.get(key)): node.get(key) for node in nodes}
@@ -174,8 +173,13 @@ class RayExecutor(Executor):
         """A resumed run may measure on other nodes (or a restarted cluster, whose node ids are new):
         `nodes` lists every node that measured in any session of the run."""
         listed = {node.get("node_id") for node in env.get("nodes", [])}
-        fresh = [node for node in self.environment(device)["nodes"] if node["node_id"] not in listed]
+        fresh = [node for node in self._node_fingerprints(device) if node["node_id"] not in listed]
         env["nodes"] = [*env.get("nodes", []), *fresh]
+
+    def _node_fingerprints(self, device: str) -> list[dict[str, Any]]:
+        """Every node's own fingerprint, named by its node, address and Ray node id (the env's `nodes`)."""
+        return [{"node": p["node"], "node_ip": p["node_ip"], "node_id": p["node_id"], **p["fingerprint"]}
+                for p in self._probe(device)]
 
     def device_memory_bytes(self, device: str) -> int | None:
         sizes = [p["memory_bytes"] for p in self._probe(device) if p["memory_bytes"]]
