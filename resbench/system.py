@@ -182,7 +182,7 @@ def allowed_other_cores(cores: int, threads: int | None) -> float:
     return (cores - used) + CONTENDED_FRACTION * used
 
 
-def cpu_warnings(window: CpuWindow, cores: int, threads: int | None) -> list[str]:
+def cpu_warnings(window: CpuWindow, cores: int, threads: int | None, when: str = " while measured") -> list[str]:
     """The contention warnings of a CPU window: other processes, then hypervisor steal."""
     if window.wall_s <= 0:
         return []
@@ -190,10 +190,9 @@ def cpu_warnings(window: CpuWindow, cores: int, threads: int | None) -> list[str
     limit = allowed_other_cores(cores, threads)
     other, steal = window.cores(window.other_s), window.cores(window.steal_s)
     if other > limit:
-        out.append(f"{WARNING_PREFIX}other processes used {other:.1f} of {cores} cores while measured "
-                   f"(allowed {limit:.2g})")
+        out.append(f"{WARNING_PREFIX}other processes used {other:.1f} of {cores} cores{when} (allowed {limit:.2g})")
     if steal > CONTENDED_FRACTION * cores:
-        out.append(f"{WARNING_PREFIX}the hypervisor withheld (steal) {steal:.1f} of {cores} cores while measured")
+        out.append(f"{WARNING_PREFIX}the hypervisor withheld (steal) {steal:.1f} of {cores} cores{when}")
     return out
 
 
@@ -254,15 +253,14 @@ def other_gpu_processes(listed: Sequence[GpuProcess], own_pids: set[int],
     return others, ""
 
 
-def gpu_warnings(others: Sequence[GpuProcess]) -> list[str]:
+def gpu_warnings(others: Sequence[GpuProcess], when: str = " while measured") -> list[str]:
     if not others:
         return []
     pids = ", ".join(str(p.pid) for p in others[:5]) + (", ..." if len(others) > 5 else "")
     memory = sum(p.used_mb or 0.0 for p in others)
     held = f", {memory / 1024:.1f} GB" if memory else ""
     plural = "es" if len(others) > 1 else ""
-    return [f"{GPU_WARNING_PREFIX}{len(others)} other process{plural} held the GPU while measured "
-            f"(pid {pids}{held})"]
+    return [f"{GPU_WARNING_PREFIX}{len(others)} other process{plural} held the GPU{when} (pid {pids}{held})"]
 
 
 # ------------------------------------------------------------------------------------ per case, in a group
@@ -326,8 +324,7 @@ class MachineState:
 
     @property
     def warnings(self) -> list[str]:
-        out = [w.replace(" while measured", "") for w in cpu_warnings(self.window, len(self.cores), None)]
-        return out + [w.replace(" while measured", "") for w in gpu_warnings(self.gpu_others)]
+        return cpu_warnings(self.window, len(self.cores), None, when="") + gpu_warnings(self.gpu_others, when="")
 
     @property
     def busy(self) -> bool:
