@@ -38,7 +38,6 @@ from resbench.timing import Measurement, Sampler, measure_interleaved, noise_war
 ProgressFn = Callable[[str], None]
 StageFn = Callable[[int | None, str], None]   # (index of the case in its group, or None for the group; stage)
 RowFn = Callable[[int, ResultRow], None]      # (index of the case in its group, its final row)
-MB = 2**20
 IN_WORKER = False  # set by the worker executor: memory figures then describe one group's process
 
 
@@ -174,7 +173,7 @@ def _memory(p: Prepared, x: torch.Tensor) -> Memory:
     synchronize(device)
     total, notes = memory.gpu_backend_bytes(p.footprint.account(base, torch.cuda.max_memory_allocated(device)))
     comparable = p.case.backend not in memory.OUTSIDE_TORCH_ALLOCATOR
-    result = Memory(peak_allocated_mb=total / MB, backend_mb=total / MB if comparable else None,
+    result = Memory(peak_allocated_mb=total / memory.MB, backend_mb=total / memory.MB if comparable else None,
                     source="; ".join([memory.gpu_source(p.case.backend), *notes]))
     try:
         from resbench import gpu_memory

@@ -21,9 +21,9 @@ from resbench.dtypes import torch_dtype
 from resbench.environment import device_memory_bytes
 from resbench.errors import ModelError, ResbenchError, UsageError, describe
 from resbench.executors import Executor, Unit, get_executor
-from resbench.executors.model_check import ModelFault
+from resbench.executors.model_check import Costs, ModelFault
 from resbench.measure import ProgressFn, base_row
-from resbench.models import ModelCost, ModelSpec, model_cost
+from resbench.models import ModelSpec, model_cost
 from resbench.results import ResultRow, RunFile
 from resbench.suite import Case, Suite
 
@@ -37,9 +37,6 @@ def group_cases(cases: Iterable[Case]) -> list[list[Case]]:
 
 
 # ------------------------------------------------------------------------------------------- a whole run
-
-
-Costs = dict[tuple[ModelSpec, int], ModelCost]
 
 
 @dataclass(frozen=True)
