@@ -151,6 +151,14 @@ def suite_dict(**fields: Any) -> dict[str, Any]:
     return suite
 
 
+def cpu_cases(**fields: Any) -> list:
+    """The cases of `suite_dict(**fields)` on the CPU, the suite validated as a suite file is. (Imports
+    inside: workers import this module for its models.)"""
+    from resbench.suite import expand, parse_suite
+
+    return expand(parse_suite(yaml.safe_dump(suite_dict(**fields))), "cpu")
+
+
 def write_suite(path: Path, **fields: Any) -> Path:
     path.write_text(yaml.safe_dump(suite_dict(**fields), sort_keys=False))
     return path

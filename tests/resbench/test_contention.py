@@ -73,11 +73,11 @@ def test_rows_record_the_machine_and_agree_with_their_figures():
     """The run's own load (two spinning children of this measuring process, on top of the measured calls)
     shows in `own_cores`, never in `other_cores`; the row is flagged exactly when `other_cores` exceeds
     its allowance, so on a quiet machine it is not."""
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(threads=1)))
+    cases = faults.cpu_cases(threads=1)
     threads_before = torch.get_num_threads()
     try:
         with cpu_load(processes=2, seconds=60, stranger=False):
-            (row,) = run_group(expand(suite, "cpu"))
+            (row,) = run_group(cases)
     finally:
         torch.set_num_threads(threads_before)   # the policy is process-wide: leave this process as found
     assert row.status == "ok", row.reason

@@ -6,20 +6,16 @@ import itertools
 import sys
 from pathlib import Path
 
-import yaml
-
 from resbench.measure import run_group
-from resbench.suite import expand, parse_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
 
 
 def test_run_group_reports_each_stage_and_streams_rows():
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(
+    cases = faults.cpu_cases(
         # max_time_s is a cap on host time, cold-L2 flushes (256 MiB each) included: room for min_iters
-        backends=["eager", {"name": "eager", "cuda_graphs": True}], timing={"l2": "cold", "max_time_s": 5.0})))
-    cases = expand(suite, "cpu")
+        backends=["eager", {"name": "eager", "cuda_graphs": True}], timing={"l2": "cold", "max_time_s": 5.0})
     stages: list[tuple[int | None, str]] = []
     streamed: list[int] = []
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from resbench.compare import compare_runs, environment_differences
 from resbench.errors import RunFileError, UsageError
@@ -17,7 +16,6 @@ from resbench.merge import merge_runs
 from resbench.recommend import Constraints, recommend
 from resbench.results import Placement, RunFile
 from resbench.runner import check_same_shard, parse_shard, shard_cases
-from resbench.suite import expand, parse_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
@@ -53,17 +51,13 @@ def test_shards_merged_equal_the_whole_run(tmp_path):
     assert not (tmp_path / "bad.json").exists()
 
 
-def cases_of(**fields) -> list:
-    return expand(parse_suite(yaml.safe_dump(faults.suite_dict(**fields))), "cpu")
-
-
 def run_of(cases: list, env: dict | None = None, suite: dict | None = None, **row_fields) -> RunFile:
     return RunFile(env={**ENV, **(env or {})}, suite=suite or {"name": "s"},
                    rows=[base_row(c, None, "skipped", "canned", **row_fields) for c in cases])
 
 
 def test_shards_split_whole_groups_round_robin():
-    cases = cases_of(batch_sizes=[1, 2, 3, 4, 5], backends=["eager", {"name": "eager", "cuda_graphs": True}])
+    cases = faults.cpu_cases(batch_sizes=[1, 2, 3, 4, 5], backends=["eager", {"name": "eager", "cuda_graphs": True}])
     shards = [shard_cases(cases, i, 3) for i in (1, 2, 3)]
     assert [[c.batch_size for c in s] for s in shards] == [[1, 1, 4, 4], [2, 2, 5, 5], [3, 3]]
     assert sorted(c.identity for s in shards for c in s) == sorted(c.identity for c in cases)
@@ -90,7 +84,7 @@ def test_resume_continues_only_its_own_shard():
     ({"env": {"shard": "1/3"}}, "cannot merge shards of different splits"),
 ])
 def test_inconsistent_runs_are_refused(change, fragment):
-    cases = cases_of(batch_sizes=[1, 2])
+    cases = faults.cpu_cases(batch_sizes=[1, 2])
     first = run_of(cases[:1], env={"shard": "1/2"})
     other = run_of(cases[1:], env={"shard": "2/2", **change.get("env", {})}, suite=change.get("suite"))
     with pytest.raises(RunFileError) as error:
@@ -99,7 +93,7 @@ def test_inconsistent_runs_are_refused(change, fragment):
 
 
 def test_runs_from_two_machines_record_where_each_row_ran():
-    cases = cases_of(batch_sizes=[1, 2])
+    cases = faults.cpu_cases(batch_sizes=[1, 2])
     merged = merge_runs([("a.json", run_of(cases[:1])),
                          ("b.json", run_of(cases[1:], env={"host": "b", "device": "other cpu"}))])
     assert [(r.placement.node, r.placement.device_name) for r in merged.rows] == [("a", "cpu model"),
@@ -109,7 +103,7 @@ def test_runs_from_two_machines_record_where_each_row_ran():
 
 def mixed_run() -> RunFile:
     """A run whose groups ran on two GPU models (a Ray cluster of mixed nodes)."""
-    cases = cases_of(batch_sizes=[1, 2], backends=["eager", {"name": "eager", "cuda_graphs": True}])
+    cases = faults.cpu_cases(batch_sizes=[1, 2], backends=["eager", {"name": "eager", "cuda_graphs": True}])
     run = run_of(cases)
     for row in run.rows:
         gpu = "NVIDIA H100" if row.batch_size == 1 else "NVIDIA A100"

@@ -7,13 +7,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
 from resbench.executors.base import Executor
 from resbench.measure import base_row
 from resbench.results import RunFile
 from resbench.runner import Preflight, preflight, run_suite
-from resbench.suite import expand, parse_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
@@ -23,7 +20,7 @@ def test_preflight_counts_each_model_once_for_the_workers():
     """Built-in models are counted here when several workers would count them; models with code of their
     own are counted by the checker process, always (it runs their forward anyway)."""
     def costs_of(fields: dict, **options) -> dict:
-        return preflight(expand(parse_suite(yaml.safe_dump(faults.suite_dict(**fields))), "cpu"), **options).costs
+        return preflight(faults.cpu_cases(**fields), **options).costs
 
     four_groups = costs_of({"models": ["resnet18"], "batch_sizes": [1, 2], "dtypes": ["fp32", "bf16"]})
     (spec, size), cost = next(iter(four_groups.items()))
@@ -72,9 +69,7 @@ class _OutOfOrder(Executor):
 
 
 def test_run_file_keeps_group_order_whatever_order_rows_arrive_in(tmp_path):
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(backends=["eager", {"name": "eager", "cuda_graphs": True}],
-                                                         batch_sizes=[1, 2])))
-    cases = expand(suite, "cpu")
+    cases = faults.cpu_cases(backends=["eager", {"name": "eager", "cuda_graphs": True}], batch_sizes=[1, 2])
     out = tmp_path / "run.json"
     # a row of another case (a row of one of `cases` would be replaced in place: one row per case)
     earlier = base_row(cases[0], None, "skipped", "from an earlier run").model_copy(update={"batch_size": 7})
@@ -116,8 +111,7 @@ class _Remeasures(Executor):
 
 
 def test_a_resumed_crash_keeps_its_row_and_place_until_its_new_row_replaces_it(tmp_path):
-    suite = parse_suite(yaml.safe_dump(faults.suite_dict(batch_sizes=[1, 2, 3])))
-    cases = expand(suite, "cpu")
+    cases = faults.cpu_cases(batch_sizes=[1, 2, 3])
     crashed = base_row(cases[1], None, "crashed", "crashed during measure of eager: killed by SIGSEGV")
     done = base_row(cases[2], None, "skipped", "skipped before")
     out = tmp_path / "run.json"
