@@ -164,6 +164,15 @@ def write_suite(path: Path, **fields: Any) -> Path:
     return path
 
 
+def write_faulty_suite(folder: Path, batch_sizes: list[int], case_timeout_s: float) -> Path:
+    """`faulty` at `batch_sizes`, two cheap backends per group (eager, and eager[cuda_graphs=auto]: plain eager
+    on CPU), in folder/faults.yaml; also makes folder/once, for RESBENCH_FAULTS_ONCE_DIR."""
+    (folder / "once").mkdir()
+    return write_suite(folder / "faults.yaml", models=["python:faults:faulty"], batch_sizes=batch_sizes,
+                       backends=["eager", {"name": "eager", "cuda_graphs": "auto"}],
+                       timing={"case_timeout_s": case_timeout_s})
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for `resbench` subprocesses: this folder importable (python:faults:...)."""
     env = dict(os.environ, **extra)

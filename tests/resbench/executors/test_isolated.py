@@ -25,12 +25,9 @@ def test_abort_oom_and_hang_become_rows_and_the_run_goes_on(tmp_path):
     abort and the hang strike the first call of eager once (RESBENCH_FAULTS_ONCE_DIR); the retried worker must
     then measure the group's other backend."""
     batches = [1, faults.ABORT_BATCH, faults.HOG_BATCH, faults.SLEEP_BATCH]
-    suite = faults.write_suite(tmp_path / "faults.yaml", models=["python:faults:faulty"], batch_sizes=batches,
-                               backends=["eager", {"name": "eager", "cuda_graphs": "auto"}],
-                               timing={"case_timeout_s": CASE_TIMEOUT_S})
+    suite = faults.write_faulty_suite(tmp_path, batches, CASE_TIMEOUT_S)
     out = tmp_path / "run.json"
     token = uuid.uuid4().hex
-    (tmp_path / "once").mkdir()
     env = faults.cli_env(RESBENCH_WORKER_MEMORY_MB="4096", RESBENCH_TEST_TOKEN=token,
                          RESBENCH_FAULTS_ONCE_DIR=str(tmp_path / "once"))
 

@@ -80,11 +80,8 @@ def test_faults_in_ray_tasks_become_rows_and_the_rest_finish(cluster, tmp_path):
     handled by the isolated worker inside the task (crashed, timeout; the other backend is measured after
     them); a fault that kills the Ray task itself (KILL_PARENT_BATCH) gives its group crashed rows."""
     batches = [1, faults.ABORT_BATCH, faults.SLEEP_BATCH, faults.KILL_PARENT_BATCH]
-    suite = faults.write_suite(tmp_path / "faults.yaml", models=["python:faults:faulty"], batch_sizes=batches,
-                               backends=["eager", {"name": "eager", "cuda_graphs": "auto"}],
-                               timing={"case_timeout_s": CASE_TIMEOUT_S})
+    suite = faults.write_faulty_suite(tmp_path, batches, CASE_TIMEOUT_S)
     out = tmp_path / "run.json"
-    (tmp_path / "once").mkdir()
 
     result = ray_run(cluster, suite, "--out", out, RESBENCH_FAULTS_ONCE_DIR=str(tmp_path / "once"),
                      RESBENCH_FAULTS_KILL_PARENT="1")
