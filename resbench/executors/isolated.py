@@ -218,11 +218,7 @@ def _follow(proc: subprocess.Popen, read_fd: int, clock: _Clock, output: _Output
         watched = [read_fd, out_fd] if out_fd >= 0 else [read_fd]
         readable, _, _ = select.select(watched, [], [], min(remaining, EXIT_POLL_S))
         if out_fd in readable:
-            chunk = os.read(out_fd, 1 << 16)
-            if chunk:
-                output.add(chunk)
-            else:
-                out_fd = -1
+            out_fd = _pass_on_output(out_fd, output)
         if read_fd in readable:
             chunk = os.read(read_fd, 1 << 16)
             channel_open = bool(chunk)
@@ -288,6 +284,15 @@ class _Output:
         return f" (last output: {lines[-1][:200]})" if lines else ""
 
 
+def _pass_on_output(out_fd: int, output: _Output) -> int:
+    """Read one chunk of the worker's output (it is readable) into `output`; `out_fd`, or -1 at its end."""
+    chunk = os.read(out_fd, 1 << 16)
+    if not chunk:
+        return -1
+    output.add(chunk)
+    return out_fd
+
+
 def _exit_status(proc: subprocess.Popen) -> int | None:
     """The worker's exit code (negative: the signal that killed it), or None while it runs. The process is
     not reaped (WNOWAIT), so its process group stays valid for _kill_tree."""
@@ -305,19 +310,12 @@ def _wait_exit(proc: subprocess.Popen, out_fd: int, output: _Output) -> int | No
         returncode = _exit_status(proc)
         if returncode is not None:
             while out_fd >= 0 and time.monotonic() < deadline and select.select([out_fd], [], [], 0)[0]:
-                chunk = os.read(out_fd, 1 << 16)  # its last words (a C++ abort message, a CUDA error)
-                if not chunk:
-                    break
-                output.add(chunk)
+                out_fd = _pass_on_output(out_fd, output)  # its last words (a C++ abort message, a CUDA error)
             return returncode
         if out_fd >= 0:
             readable, _, _ = select.select([out_fd], [], [], 0.05)
             if readable:
-                chunk = os.read(out_fd, 1 << 16)
-                if chunk:
-                    output.add(chunk)
-                else:
-                    out_fd = -1
+                out_fd = _pass_on_output(out_fd, output)
         else:
             time.sleep(0.02)
     return None
