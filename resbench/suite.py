@@ -519,10 +519,10 @@ def resolve_device(requested: str) -> Literal["cuda", "cpu"]:
 
 def expand(suite: Suite, device: Literal["cuda", "cpu"]) -> list[Case]:
     """The suite's matrix on `device` (cpu overrides applied): models x dtypes x batches x backends."""
-    from resbench import threads
-
     suite = suite.for_device(device)
-    thread_count = threads.resolve(suite.threads)
+    # None (no `threads:`) stays None: the cores of the machine that measures it, resolved there
+    # (measure.py), so a Ray node uses its own cores, not the driver's
+    thread_count = suite.threads
     cases = []
     for model, dtype, batch, backend in itertools.product(
         suite.models, suite.dtypes, suite.batch_sizes, suite.backends
