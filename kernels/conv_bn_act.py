@@ -71,6 +71,7 @@ from kernels.configs import (
     ConvProblem,
     TileConfig,
     aligned_windows,
+    channel_windows,
     current_forced_config,
     even_channels,
     reduction_iterations,
@@ -439,14 +440,8 @@ GROUP_PACK_N = 128  # output channels per block of a packed grouped weight: ever
 def _group_blocks(in_channels: int, out_channels: int, groups: int) -> tuple[list[int], int]:
     """For a grouped weight: the first input channel of each 128-output-channel block's groups, and C_WINDOW,
     the most input channels one block reads (the packed weight's rows per tap)."""
-    c_per_group, k_per_group = in_channels // groups, out_channels // groups
-    starts, window = [], 0
-    for first in range(0, out_channels, GROUP_PACK_N):
-        last = min(first + GROUP_PACK_N, out_channels) - 1
-        lo, hi = first // k_per_group * c_per_group, (last // k_per_group + 1) * c_per_group
-        starts.append(lo)
-        window = max(window, hi - lo)
-    return starts, window
+    windows = channel_windows(in_channels, out_channels, groups, GROUP_PACK_N)
+    return [lo for lo, _ in windows], max(hi - lo for lo, hi in windows)
 
 
 def _grouped_rows(in_channels: int, out_channels: int, groups: int) -> tuple[torch.Tensor, int]:
