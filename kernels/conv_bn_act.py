@@ -489,6 +489,11 @@ def pack_downsample_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight[:, :, 0, 0].t().contiguous()
 
 
+def unpack_downsample_weight(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack_downsample_weight`: K x C_ds x 1 x 1 (a view)."""
+    return packed.t()[:, :, None, None]
+
+
 def _check_problem(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                    residual: torch.Tensor | None, x_ds: torch.Tensor | None, weight_ds: torch.Tensor | None,
                    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
@@ -583,13 +588,20 @@ def _fallback(x, weight, scale, shift, residual, x_ds, weight_ds, stride, paddin
               prologue_scale=None, prologue_shift=None, prologue_relu=False, groups=1):
     """The same math with PyTorch ops (fp32 accumulation and epilogue, one rounding): CPU without the
     interpreter, and tracing on CPU (torch.compile / torch.export), where the interpreter cannot run."""
-    compute = torch.float32
-    y = conv_bn_act_ref(x, unpack_weight(weight, x.shape[1], groups), scale, shift, stride=stride, padding=padding,
-                        dilation=dilation, residual=residual, relu=relu, x_ds=x_ds,
-                        weight_ds=None if weight_ds is None else weight_ds.t()[:, :, None, None],
-                        stride_ds=stride_ds, prologue_scale=prologue_scale, prologue_shift=prologue_shift,
-                        prologue_relu=prologue_relu, groups=groups, compute_dtype=compute)
+    weight_kcrs, geometry = _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation,
+                                                stride_ds, prologue_scale, prologue_shift, prologue_relu, groups)
+    y = conv_bn_act_ref(x, weight_kcrs, scale, shift, relu=relu, compute_dtype=torch.float32, **geometry)
     return y.to(x.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation, stride_ds, prologue_scale,
+                        prologue_shift, prologue_relu, groups) -> tuple[torch.Tensor, dict]:
+    """The packed operands as `conv_bn_act_ref` takes them: the K x C/groups x R x S weight, and its keywords."""
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, x_ds=x_ds,
+                    weight_ds=None if weight_ds is None else unpack_downsample_weight(weight_ds), stride_ds=stride_ds,
+                    prologue_scale=prologue_scale, prologue_shift=prologue_shift, prologue_relu=prologue_relu,
+                    groups=groups)
+    return unpack_weight(weight, x.shape[1], groups), geometry
 
 
 def _use_interpreter(x: torch.Tensor) -> bool:
@@ -654,11 +666,8 @@ def _tuning_reference(x, weight, scale, shift, residual, x_ds, weight_ds, stride
                       groups=1) -> tuple[torch.Tensor, torch.Tensor]:
     """The fp64 reference and magnitude the tuner checks candidates against, from the packed operands
     (fp64 on the GPU: about 2 x 4 GFLOP per ResNet-50 image, a fraction of a second at batch 256)."""
-    geometry = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, x_ds=x_ds,
-                    weight_ds=None if weight_ds is None else weight_ds.t()[:, :, None, None], stride_ds=stride_ds,
-                    prologue_scale=prologue_scale, prologue_shift=prologue_shift, prologue_relu=prologue_relu,
-                    groups=groups)
-    weight_kcrs = unpack_weight(weight, x.shape[1], groups)
+    weight_kcrs, geometry = _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation,
+                                                stride_ds, prologue_scale, prologue_shift, prologue_relu, groups)
     reference = conv_bn_act_ref(x, weight_kcrs, scale, shift, relu=relu, **geometry)
     return reference, conv_bn_act_magnitude(x, weight_kcrs, scale, shift, **geometry)
 

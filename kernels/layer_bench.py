@@ -40,6 +40,7 @@ from kernels.conv_bn_act import (
     conv_bn_act_magnitude,
     conv_bn_act_ref,
     interpreter_enabled,
+    unpack_downsample_weight,
 )
 from kernels.fuse import FusedConvBnAct
 from kernels.precompile import DTYPES, model_launches, retarget
@@ -134,7 +135,7 @@ def build_layer(launch: LaunchShape, calls: int, device: torch.device, seed: int
                                         launch.stride_ds) if p.c_ds else None).to(device)
     # cuDNN's operands, made once: KCRS channels_last weights, the downsample's pre-scaled weight
     weight_kcrs = weight.to(p.dtype).contiguous(memory_format=torch.channels_last)
-    weight_ds = module.weight_ds.t()[:, :, None, None].contiguous() if p.c_ds else None
+    weight_ds = unpack_downsample_weight(module.weight_ds).contiguous() if p.c_ds else None
     shift_total = module.shift_fused if p.c_ds else module.shift
 
     def fused() -> torch.Tensor:
