@@ -226,12 +226,12 @@ def measure_setup(layer: Layer) -> str | None:
 
 def measure(layer: Layer) -> dict:
     """Tune, check, time one layer; a row of the table (numbers rounded for reading, full in JSON)."""
-    problem = measure_setup(layer)
+    check = measure_setup(layer)
     on_gpu = layer.device.type == "cuda"
     p = layer.launch.problem
     row = {"layer": layer.label, "calls_per_forward": layer.calls_per_forward, "M": p.M, "K": p.K,
            "reduction": p.reduction, "gflop": round(layer.gflop, 3), "config": layer.config,
-           "fused_check": problem or "ok", "fused_rel_l2": layer.errors[0], "baseline_rel_l2": layer.errors[1]}
+           "fused_check": check or "ok", "fused_rel_l2": layer.errors[0], "baseline_rel_l2": layer.errors[1]}
     if on_gpu:
         row["fused_ms"], row["baseline_ms"] = graph_ms(layer.fused), graph_ms(layer.baseline)
         row["fused_do_bench_ms"] = triton.testing.do_bench(layer.fused, warmup=10, rep=40, return_mode="median")
