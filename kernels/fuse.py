@@ -247,19 +247,22 @@ class _Graph:
             return self.modules[node.target]
         return None
 
+    def single_call(self, node: object, kind: type) -> nn.Module | None:
+        """The module of `node` when it is a `kind` module called once in the graph, on one argument."""
+        module = self.module(node, kind)
+        if module is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
+            return None
+        return module
+
     def eval_bn(self, node: object) -> nn.BatchNorm2d | None:
         """The BN of `node` when it is the only call of an eval-mode BN with running statistics, on one argument."""
-        bn = self.module(node, nn.BatchNorm2d)
-        if bn is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
-            return None
-        return None if bn.running_mean is None or bn.training else bn
+        bn = self.single_call(node, nn.BatchNorm2d)
+        return None if bn is None or bn.running_mean is None or bn.training else bn
 
     def single_conv(self, node: object) -> nn.Conv2d | None:
         """The conv of `node` when it is the only call of a conv the kernel runs, on one argument."""
-        conv = self.module(node, nn.Conv2d)
-        if conv is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
-            return None
-        return conv if _kernel_can_run(conv) else None
+        conv = self.single_call(node, nn.Conv2d)
+        return conv if conv is not None and _kernel_can_run(conv) else None
 
     def conv_bn(self, bn_node: object) -> fx.Node | None:
         """The conv node feeding `bn_node` when the pair is a foldable, exclusively used chain."""
@@ -267,10 +270,8 @@ class _Graph:
         if bn is None:
             return None
         conv_node = bn_node.args[0]
-        conv = self.module(conv_node, nn.Conv2d)
-        if conv is None or len(conv_node.users) != 1 or len(conv_node.args) != 1 or conv_node.kwargs:
-            return None
-        if self.calls[conv_node.target] != 1 or bn.num_features != conv.out_channels:
+        conv = self.single_call(conv_node, nn.Conv2d)
+        if conv is None or len(conv_node.users) != 1 or bn.num_features != conv.out_channels:
             return None
         return conv_node
 
@@ -342,16 +343,15 @@ def _main_and_downsample(g: _Graph, chains: list[fx.Node], fuse_downsample: bool
     if len(chains) == 1:
         return chains[0], None
     eligible = [c for c in chains if g.is_downsample(c)] if fuse_downsample else []
-    if len(eligible) == 2 or (len(eligible) == 0 and len(chains) == 2):
-        # e.g. a Bottleneck's 1x1 conv3 and its downsample: the one reading a branch point (its input has
-        # other users) is the side branch
+    if len(eligible) == 1:
+        side = eligible[0]
+    else:
+        # both or neither could ride along (e.g. a Bottleneck's 1x1 conv3 and its downsample): the one reading a
+        # branch point (its input has other users) is the side branch
         first, second = (len(g.residual_chain(c).args[0].users) for c in chains)
         side = chains[0] if first > second else chains[1]
-        main = chains[1] if side is chains[0] else chains[0]
-        return main, (side if eligible else None)
-    side = eligible[0]
     main = chains[1] if side is chains[0] else chains[0]
-    return main, side
+    return main, (side if eligible else None)
 
 
 def _fuse_residual_add(g: _Graph, add: fx.Node, fuse_downsample: bool, input_precision: str) -> None:
