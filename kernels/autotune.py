@@ -107,7 +107,7 @@ def tune(problem: ConvProblem, device: torch.device, launch: Callable[[TileConfi
          reference: torch.Tensor, magnitude: torch.Tensor, out: torch.Tensor) -> TileConfig:
     """Time every candidate for `problem` (writing into `out`), keep the fastest correct one.
 
-    `reference` and `magnitude` are fp64 (`kernels.conv_bn_act.reference_and_magnitude`)."""
+    `reference` and `magnitude` are fp64 (`kernels.conv_bn_act._tuning_reference`)."""
     import triton.testing
 
     settings = _ACTIVE.get()

@@ -181,11 +181,17 @@ def channel_window(problem: ConvProblem, config: TileConfig) -> int:
 
 def tile_channel_windows(problem: ConvProblem, block_n: int) -> list[tuple[int, int]]:
     """[lo, hi) input channels read by each column of output tiles (all C unless grouped)."""
-    if problem.groups == 1:
-        return [(0, problem.C)]
-    k_per_group, c_per_group = problem.K // problem.groups, problem.C // problem.groups
-    return [(n0 // k_per_group * c_per_group, ((min(n0 + block_n, problem.K) - 1) // k_per_group + 1) * c_per_group)
-            for n0 in range(0, problem.K, block_n)]
+    return channel_windows(problem.C, problem.K, problem.groups, block_n)
+
+
+def channel_windows(in_channels: int, out_channels: int, groups: int, block_n: int) -> list[tuple[int, int]]:
+    """[lo, hi) input channels of the groups each block of `block_n` output channels belongs to (all of them
+    unless grouped): a tile's reduction window, and a packed grouped weight's rows (kernels.conv_bn_act)."""
+    if groups == 1:
+        return [(0, in_channels)]
+    k_per_group, c_per_group = out_channels // groups, in_channels // groups
+    return [(n0 // k_per_group * c_per_group, ((min(n0 + block_n, out_channels) - 1) // k_per_group + 1) * c_per_group)
+            for n0 in range(0, out_channels, block_n)]
 
 
 def aligned_windows(problem: ConvProblem, config: TileConfig) -> bool:

@@ -71,6 +71,7 @@ from kernels.configs import (
     ConvProblem,
     TileConfig,
     aligned_windows,
+    channel_windows,
     current_forced_config,
     even_channels,
     reduction_iterations,
@@ -439,14 +440,8 @@ GROUP_PACK_N = 128  # output channels per block of a packed grouped weight: ever
 def _group_blocks(in_channels: int, out_channels: int, groups: int) -> tuple[list[int], int]:
     """For a grouped weight: the first input channel of each 128-output-channel block's groups, and C_WINDOW,
     the most input channels one block reads (the packed weight's rows per tap)."""
-    c_per_group, k_per_group = in_channels // groups, out_channels // groups
-    starts, window = [], 0
-    for first in range(0, out_channels, GROUP_PACK_N):
-        last = min(first + GROUP_PACK_N, out_channels) - 1
-        lo, hi = first // k_per_group * c_per_group, (last // k_per_group + 1) * c_per_group
-        starts.append(lo)
-        window = max(window, hi - lo)
-    return starts, window
+    windows = channel_windows(in_channels, out_channels, groups, GROUP_PACK_N)
+    return [lo for lo, _ in windows], max(hi - lo for lo, hi in windows)
 
 
 def _grouped_rows(in_channels: int, out_channels: int, groups: int) -> tuple[torch.Tensor, int]:
@@ -492,6 +487,11 @@ def pack_downsample_weight(weight: torch.Tensor) -> torch.Tensor:
     if weight.dim() != 4 or weight.shape[2:] != (1, 1):
         raise ValueError(f"downsample weight must be K x C x 1 x 1, got shape {tuple(weight.shape)}")
     return weight[:, :, 0, 0].t().contiguous()
+
+
+def unpack_downsample_weight(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack_downsample_weight`: K x C_ds x 1 x 1 (a view)."""
+    return packed.t()[:, :, None, None]
 
 
 def _check_problem(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
@@ -588,13 +588,20 @@ def _fallback(x, weight, scale, shift, residual, x_ds, weight_ds, stride, paddin
               prologue_scale=None, prologue_shift=None, prologue_relu=False, groups=1):
     """The same math with PyTorch ops (fp32 accumulation and epilogue, one rounding): CPU without the
     interpreter, and tracing on CPU (torch.compile / torch.export), where the interpreter cannot run."""
-    compute = torch.float32
-    y = conv_bn_act_ref(x, unpack_weight(weight, x.shape[1], groups), scale, shift, stride=stride, padding=padding,
-                        dilation=dilation, residual=residual, relu=relu, x_ds=x_ds,
-                        weight_ds=None if weight_ds is None else weight_ds.t()[:, :, None, None],
-                        stride_ds=stride_ds, prologue_scale=prologue_scale, prologue_shift=prologue_shift,
-                        prologue_relu=prologue_relu, groups=groups, compute_dtype=compute)
+    weight_kcrs, geometry = _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation,
+                                                stride_ds, prologue_scale, prologue_shift, prologue_relu, groups)
+    y = conv_bn_act_ref(x, weight_kcrs, scale, shift, relu=relu, compute_dtype=torch.float32, **geometry)
     return y.to(x.dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation, stride_ds, prologue_scale,
+                        prologue_shift, prologue_relu, groups) -> tuple[torch.Tensor, dict]:
+    """The packed operands as `conv_bn_act_ref` takes them: the K x C/groups x R x S weight, and its keywords."""
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, x_ds=x_ds,
+                    weight_ds=None if weight_ds is None else unpack_downsample_weight(weight_ds), stride_ds=stride_ds,
+                    prologue_scale=prologue_scale, prologue_shift=prologue_shift, prologue_relu=prologue_relu,
+                    groups=groups)
+    return unpack_weight(weight, x.shape[1], groups), geometry
 
 
 def _use_interpreter(x: torch.Tensor) -> bool:
@@ -659,11 +666,8 @@ def _tuning_reference(x, weight, scale, shift, residual, x_ds, weight_ds, stride
                       groups=1) -> tuple[torch.Tensor, torch.Tensor]:
     """The fp64 reference and magnitude the tuner checks candidates against, from the packed operands
     (fp64 on the GPU: about 2 x 4 GFLOP per ResNet-50 image, a fraction of a second at batch 256)."""
-    geometry = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, x_ds=x_ds,
-                    weight_ds=None if weight_ds is None else weight_ds.t()[:, :, None, None], stride_ds=stride_ds,
-                    prologue_scale=prologue_scale, prologue_shift=prologue_shift, prologue_relu=prologue_relu,
-                    groups=groups)
-    weight_kcrs = unpack_weight(weight, x.shape[1], groups)
+    weight_kcrs, geometry = _reference_operands(x, weight, residual, x_ds, weight_ds, stride, padding, dilation,
+                                                stride_ds, prologue_scale, prologue_shift, prologue_relu, groups)
     reference = conv_bn_act_ref(x, weight_kcrs, scale, shift, relu=relu, **geometry)
     return reference, conv_bn_act_magnitude(x, weight_kcrs, scale, shift, **geometry)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 import torch.fx as fx
@@ -157,6 +158,8 @@ class FusedConvBnAct(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
                 downsample_input: torch.Tensor | None = None) -> torch.Tensor:
+        if residual is None and downsample_input is None:  # most convs: no shape to check on the per-call path
+            return self._call(x, self.scale, self.shift)
         out_size = self.output_size(x)
         if downsample_input is not None:
             n, _, h_ds, w_ds = downsample_input.shape
@@ -244,19 +247,22 @@ class _Graph:
             return self.modules[node.target]
         return None
 
+    def single_call(self, node: object, kind: type) -> nn.Module | None:
+        """The module of `node` when it is a `kind` module called once in the graph, on one argument."""
+        module = self.module(node, kind)
+        if module is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
+            return None
+        return module
+
     def eval_bn(self, node: object) -> nn.BatchNorm2d | None:
         """The BN of `node` when it is the only call of an eval-mode BN with running statistics, on one argument."""
-        bn = self.module(node, nn.BatchNorm2d)
-        if bn is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
-            return None
-        return None if bn.running_mean is None or bn.training else bn
+        bn = self.single_call(node, nn.BatchNorm2d)
+        return None if bn is None or bn.running_mean is None or bn.training else bn
 
     def single_conv(self, node: object) -> nn.Conv2d | None:
         """The conv of `node` when it is the only call of a conv the kernel runs, on one argument."""
-        conv = self.module(node, nn.Conv2d)
-        if conv is None or len(node.args) != 1 or node.kwargs or self.calls[node.target] != 1:
-            return None
-        return conv if _kernel_can_run(conv) else None
+        conv = self.single_call(node, nn.Conv2d)
+        return conv if conv is not None and _kernel_can_run(conv) else None
 
     def conv_bn(self, bn_node: object) -> fx.Node | None:
         """The conv node feeding `bn_node` when the pair is a foldable, exclusively used chain."""
@@ -264,10 +270,8 @@ class _Graph:
         if bn is None:
             return None
         conv_node = bn_node.args[0]
-        conv = self.module(conv_node, nn.Conv2d)
-        if conv is None or len(conv_node.users) != 1 or len(conv_node.args) != 1 or conv_node.kwargs:
-            return None
-        if self.calls[conv_node.target] != 1 or bn.num_features != conv.out_channels:
+        conv = self.single_call(conv_node, nn.Conv2d)
+        if conv is None or len(conv_node.users) != 1 or bn.num_features != conv.out_channels:
             return None
         return conv_node
 
@@ -339,79 +343,71 @@ def _main_and_downsample(g: _Graph, chains: list[fx.Node], fuse_downsample: bool
     if len(chains) == 1:
         return chains[0], None
     eligible = [c for c in chains if g.is_downsample(c)] if fuse_downsample else []
-    if len(eligible) == 2 or (len(eligible) == 0 and len(chains) == 2):
-        # e.g. a Bottleneck's 1x1 conv3 and its downsample: the one reading a branch point (its input has
-        # other users) is the side branch
+    if len(eligible) == 1:
+        side = eligible[0]
+    else:
+        # both or neither could ride along (e.g. a Bottleneck's 1x1 conv3 and its downsample): the one reading a
+        # branch point (its input has other users) is the side branch
         first, second = (len(g.residual_chain(c).args[0].users) for c in chains)
         side = chains[0] if first > second else chains[1]
-        main = chains[1] if side is chains[0] else chains[0]
-        return main, (side if eligible else None)
-    side = eligible[0]
     main = chains[1] if side is chains[0] else chains[0]
-    return main, side
+    return main, (side if eligible else None)
 
 
-def _fuse_residual_adds(g: _Graph, fuse_downsample: bool, input_precision: str) -> int:
-    graph, fused = g.gm.graph, 0
-    for add in list(graph.nodes):
-        if add.op not in ("call_function", "call_method"):
-            continue
-        operands = g.add_operands(add)
-        if operands is None or not all(isinstance(o, fx.Node) for o in operands) or operands[0] is operands[1]:
-            continue
-        chains = [o for o in operands if g.residual_chain(o) is not None]
-        if g.in_place(add):  # the add writes into its first operand: only fine when that is the conv/BN output
-            chains = [o for o in chains if o is operands[0]]
-        if not chains:
-            continue
-        main, downsample = _main_and_downsample(g, chains, fuse_downsample)
-        other = operands[1] if main is operands[0] else operands[0]
-        relu = g.single_relu_user(add)
-        tail = relu or add
-        conv_node = g.residual_chain(main)
-        bn = g.modules[main.target] if main is not conv_node else None
-        ds_pair = None
-        if downsample is not None:
-            ds_conv_node = g.conv_bn(downsample)
-            ds_pair = (g.modules[ds_conv_node.target], g.modules[downsample.target])
-        module = FusedConvBnAct.from_conv_bn(g.modules[conv_node.target], bn, relu=relu is not None,
-                                             downsample=ds_pair, input_precision=input_precision)
-        _set_module(g.gm, conv_node.target, module)
-        args = (conv_node.args[0], None, ds_conv_node.args[0]) if downsample is not None else (conv_node.args[0], other)
-        with graph.inserting_before(tail):
-            new = graph.call_module(conv_node.target, args=args)
-        tail.replace_all_uses_with(new)
-        _erase(graph, *([relu] if relu else []), add, *([main] if bn is not None else []), conv_node)
-        if downsample is not None:
-            _erase(graph, downsample, ds_conv_node)
-        fused += 1
-    return fused
+def _fuse_residual_add(g: _Graph, add: fx.Node, fuse_downsample: bool, input_precision: str) -> None:
+    if add.op not in ("call_function", "call_method"):
+        return
+    operands = g.add_operands(add)
+    if operands is None or not all(isinstance(o, fx.Node) for o in operands) or operands[0] is operands[1]:
+        return
+    chains = [o for o in operands if g.residual_chain(o) is not None]
+    if g.in_place(add):  # the add writes into its first operand: only fine when that is the conv/BN output
+        chains = [o for o in chains if o is operands[0]]
+    if not chains:
+        return
+    graph = g.gm.graph
+    main, downsample = _main_and_downsample(g, chains, fuse_downsample)
+    other = operands[1] if main is operands[0] else operands[0]
+    relu = g.single_relu_user(add)
+    tail = relu or add
+    conv_node = g.residual_chain(main)
+    bn = g.modules[main.target] if main is not conv_node else None
+    ds_pair = None
+    if downsample is not None:
+        ds_conv_node = g.conv_bn(downsample)
+        ds_pair = (g.modules[ds_conv_node.target], g.modules[downsample.target])
+    module = FusedConvBnAct.from_conv_bn(g.modules[conv_node.target], bn, relu=relu is not None,
+                                         downsample=ds_pair, input_precision=input_precision)
+    _set_module(g.gm, conv_node.target, module)
+    args = (conv_node.args[0], None, ds_conv_node.args[0]) if downsample is not None else (conv_node.args[0], other)
+    with graph.inserting_before(tail):
+        new = graph.call_module(conv_node.target, args=args)
+    tail.replace_all_uses_with(new)
+    _erase(graph, *([relu] if relu else []), add, *([main] if bn is not None else []), conv_node)
+    if downsample is not None:
+        _erase(graph, downsample, ds_conv_node)
 
 
-def _fuse_conv_bn_chains(g: _Graph, input_precision: str) -> int:
-    graph, fused = g.gm.graph, 0
-    for bn_node in list(graph.nodes):
-        conv_node = g.conv_bn(bn_node)
-        if conv_node is None:
-            continue
-        conv, bn = g.modules[conv_node.target], g.modules[bn_node.target]
-        if not _kernel_can_run(conv):
-            # Unsupported padding: BN folded into the conv, which stays on cuDNN.
-            _set_module(g.gm, conv_node.target, _folded_conv(conv, bn))
-            bn_node.replace_all_uses_with(conv_node)
-            _erase(graph, bn_node)
-            fused += 1
-            continue
-        relu = g.single_relu_user(bn_node)
-        tail = relu or bn_node
-        module = FusedConvBnAct.from_conv_bn(conv, bn, relu=relu is not None, input_precision=input_precision)
-        _set_module(g.gm, conv_node.target, module)
-        with graph.inserting_before(tail):
-            new = graph.call_module(conv_node.target, args=(conv_node.args[0],))
-        tail.replace_all_uses_with(new)
-        _erase(graph, *([relu] if relu else []), bn_node, conv_node)
-        fused += 1
-    return fused
+def _fuse_conv_bn_chain(g: _Graph, bn_node: fx.Node, input_precision: str) -> None:
+    conv_node = g.conv_bn(bn_node)
+    if conv_node is None:
+        return
+    graph = g.gm.graph
+    conv, bn = g.modules[conv_node.target], g.modules[bn_node.target]
+    if not _kernel_can_run(conv):
+        # Unsupported padding: BN folded into the conv, which stays on cuDNN.
+        _set_module(g.gm, conv_node.target, _folded_conv(conv, bn))
+        bn_node.replace_all_uses_with(conv_node)
+        _erase(graph, bn_node)
+        return
+    relu = g.single_relu_user(bn_node)
+    tail = relu or bn_node
+    module = FusedConvBnAct.from_conv_bn(conv, bn, relu=relu is not None, input_precision=input_precision)
+    _set_module(g.gm, conv_node.target, module)
+    with graph.inserting_before(tail):
+        new = graph.call_module(conv_node.target, args=(conv_node.args[0],))
+    tail.replace_all_uses_with(new)
+    _erase(graph, *([relu] if relu else []), bn_node, conv_node)
 
 
 def _takes_prologue(g: _Graph, node: fx.Node, source: fx.Node, channels: int) -> bool:
@@ -425,57 +421,45 @@ def _takes_prologue(g: _Graph, node: fx.Node, source: fx.Node, channels: int) ->
     return conv is not None and conv.in_channels == channels
 
 
-def _fuse_prologues(g: _Graph, input_precision: str) -> int:
-    graph, fused = g.gm.graph, 0
-    for bn_node in list(graph.nodes):
-        bn = g.eval_bn(bn_node)
-        if bn is None:
-            continue
-        relu = g.single_relu_user(bn_node)
-        source = relu or bn_node
-        users = list(source.users)
-        if not users or not all(_takes_prologue(g, user, source, bn.num_features) for user in users):
-            continue
-        scale, shift = bn_affine(bn)
-        for user in users:
-            module = g.module(user, FusedConvBnAct)
-            if module is None:  # a conv with no BN after it: scale 1, its bias as the shift
-                module = FusedConvBnAct.from_conv_bn(g.modules[user.target], None, relu=False,
-                                                     input_precision=input_precision)
-                _set_module(g.gm, user.target, module)
-                g.modules[user.target] = module
-            module.set_prologue(scale, shift, relu is not None)
-            user.args = (bn_node.args[0], *user.args[1:])
-        _erase(graph, *([relu] if relu else []), bn_node)
-        fused += 1
-    return fused
+def _fuse_prologue(g: _Graph, bn_node: fx.Node, input_precision: str) -> None:
+    bn = g.eval_bn(bn_node)
+    if bn is None:
+        return
+    relu = g.single_relu_user(bn_node)
+    source = relu or bn_node
+    users = list(source.users)
+    if not users or not all(_takes_prologue(g, user, source, bn.num_features) for user in users):
+        return
+    scale, shift = bn_affine(bn)
+    for user in users:
+        module = g.module(user, FusedConvBnAct)
+        if module is None:  # a conv with no BN after it: scale 1, its bias as the shift
+            module = FusedConvBnAct.from_conv_bn(g.modules[user.target], None, relu=False,
+                                                 input_precision=input_precision)
+            _set_module(g.gm, user.target, module)
+            g.modules[user.target] = module
+        module.set_prologue(scale, shift, relu is not None)
+        user.args = (bn_node.args[0], *user.args[1:])
+    _erase(g.gm.graph, *([relu] if relu else []), bn_node)
 
 
-def _fuse_lone_convs(g: _Graph, input_precision: str) -> int:
-    graph, fused = g.gm.graph, 0
-    for conv_node in list(graph.nodes):
-        conv = g.single_conv(conv_node)
-        if conv is None:
-            continue
-        relu = g.single_relu_user(conv_node)
-        _set_module(g.gm, conv_node.target,
-                    FusedConvBnAct.from_conv_bn(conv, None, relu=relu is not None, input_precision=input_precision))
-        _absorb(graph, conv_node, relu)
-        fused += 1
-    return fused
+def _fuse_lone_conv(g: _Graph, conv_node: fx.Node, input_precision: str) -> None:
+    conv = g.single_conv(conv_node)
+    if conv is None:
+        return
+    relu = g.single_relu_user(conv_node)
+    _set_module(g.gm, conv_node.target,
+                FusedConvBnAct.from_conv_bn(conv, None, relu=relu is not None, input_precision=input_precision))
+    _absorb(g.gm.graph, conv_node, relu)
 
 
-def _replace_lone_batchnorms(g: _Graph) -> int:
-    graph, replaced = g.gm.graph, 0
-    for bn_node in list(graph.nodes):
-        bn = g.eval_bn(bn_node)
-        if bn is None:
-            continue
-        relu = g.single_relu_user(bn_node)
-        _set_module(g.gm, bn_node.target, ChannelAffine(*bn_affine(bn), relu=relu is not None))
-        _absorb(graph, bn_node, relu)
-        replaced += 1
-    return replaced
+def _replace_lone_batchnorm(g: _Graph, bn_node: fx.Node) -> None:
+    bn = g.eval_bn(bn_node)
+    if bn is None:
+        return
+    relu = g.single_relu_user(bn_node)
+    _set_module(g.gm, bn_node.target, ChannelAffine(*bn_affine(bn), relu=relu is not None))
+    _absorb(g.gm.graph, bn_node, relu)
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv2d:
@@ -486,16 +470,23 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Con
     return folded
 
 
-def _fuse_traced(gm: fx.GraphModule, fuse_downsample: bool, input_precision: str) -> int:
-    count = _fuse_residual_adds(_Graph(gm), fuse_downsample, input_precision)
-    count += _fuse_conv_bn_chains(_Graph(gm), input_precision)
-    count += _fuse_prologues(_Graph(gm), input_precision)
-    count += _fuse_lone_convs(_Graph(gm), input_precision)
-    count += _replace_lone_batchnorms(_Graph(gm))
+def _run_pass(gm: fx.GraphModule, rewrite: Callable[..., None], *options: object) -> None:
+    """One pass: `rewrite(graph, node, *options)` at every node the graph had when the pass began, on a fresh
+    view of its modules (as the previous pass left them)."""
+    g = _Graph(gm)
+    for node in list(gm.graph.nodes):
+        rewrite(g, node, *options)
+
+
+def _fuse_traced(gm: fx.GraphModule, fuse_downsample: bool, input_precision: str) -> None:
+    _run_pass(gm, _fuse_residual_add, fuse_downsample, input_precision)
+    _run_pass(gm, _fuse_conv_bn_chain, input_precision)
+    _run_pass(gm, _fuse_prologue, input_precision)
+    _run_pass(gm, _fuse_lone_conv, input_precision)
+    _run_pass(gm, _replace_lone_batchnorm)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return count
 
 
 def _fuse_module(module: nn.Module, fuse_downsample: bool, input_precision: str) -> nn.Module:

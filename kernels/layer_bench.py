@@ -40,6 +40,7 @@ from kernels.conv_bn_act import (
     conv_bn_act_magnitude,
     conv_bn_act_ref,
     interpreter_enabled,
+    unpack_downsample_weight,
 )
 from kernels.fuse import FusedConvBnAct
 from kernels.precompile import DTYPES, model_launches, retarget
@@ -134,7 +135,7 @@ def build_layer(launch: LaunchShape, calls: int, device: torch.device, seed: int
                                         launch.stride_ds) if p.c_ds else None).to(device)
     # cuDNN's operands, made once: KCRS channels_last weights, the downsample's pre-scaled weight
     weight_kcrs = weight.to(p.dtype).contiguous(memory_format=torch.channels_last)
-    weight_ds = module.weight_ds.t()[:, :, None, None].contiguous() if p.c_ds else None
+    weight_ds = unpack_downsample_weight(module.weight_ds).contiguous() if p.c_ds else None
     shift_total = module.shift_fused if p.c_ds else module.shift
 
     def fused() -> torch.Tensor:
@@ -225,12 +226,12 @@ def measure_setup(layer: Layer) -> str | None:
 
 def measure(layer: Layer) -> dict:
     """Tune, check, time one layer; a row of the table (numbers rounded for reading, full in JSON)."""
-    problem = measure_setup(layer)
+    check = measure_setup(layer)
     on_gpu = layer.device.type == "cuda"
     p = layer.launch.problem
     row = {"layer": layer.label, "calls_per_forward": layer.calls_per_forward, "M": p.M, "K": p.K,
            "reduction": p.reduction, "gflop": round(layer.gflop, 3), "config": layer.config,
-           "fused_check": problem or "ok", "fused_rel_l2": layer.errors[0], "baseline_rel_l2": layer.errors[1]}
+           "fused_check": check or "ok", "fused_rel_l2": layer.errors[0], "baseline_rel_l2": layer.errors[1]}
     if on_gpu:
         row["fused_ms"], row["baseline_ms"] = graph_ms(layer.fused), graph_ms(layer.baseline)
         row["fused_do_bench_ms"] = triton.testing.do_bench(layer.fused, warmup=10, rep=40, return_mode="median")

@@ -23,6 +23,7 @@ H200 image; verified here with 3.6.0 + numpy 2.4.6) the interpreter tests are sk
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -224,3 +225,23 @@ def assert_no_worse_than_eager(model: nn.Module, fused: nn.Module, x: torch.Tens
 def no_worse_than_eager():
     """`no_worse_than_eager(model, fused, x, dtype, dtype_name)`: see assert_no_worse_than_eager."""
     return assert_no_worse_than_eager
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPU modules
+
+
+@pytest.fixture(scope="session")
+def precompile_launches():
+    """`precompile_launches(launches)`: every kernel the tuner tries for these LaunchShapes, compiled in parallel
+    into Triton's cache (kernels.precompile) before a GPU module's first test."""
+
+    def warm(launches: list) -> None:
+        from kernels.precompile import precompile, tuning_jobs
+
+        sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+        stats = precompile(tuning_jobs(launches, sm_count), workers=max(1, (os.cpu_count() or 2) - 2),
+                           progress=lambda _line: None)
+        print(f"\nprecompiled {stats}")
+
+    return warm

@@ -6,7 +6,9 @@ tiles and every mask; each case is labelled with the ResNet layer kind it stands
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,23 +17,13 @@ from kernels import conv_bn_act, conv_bn_act_ref
 from kernels.configs import TileConfig, forced_config
 from kernels.conv_bn_act import pack_downsample_weight, pack_weight
 
+sys.path.insert(0, str(Path(__file__).parent))  # conv_cases.py: the fields every parity case states
+from conv_cases import ConvCase  # noqa: E402
+
 
 @dataclass(frozen=True)
-class Case:
-    label: str
-    N: int
-    C: int
-    H: int
-    W: int
-    K: int
-    R: int
-    stride: int | tuple[int, int] = 1
-    padding: int | tuple[int, int] = 0
+class Case(ConvCase):
     dilation: int = 1
-    residual: bool = False
-    relu: bool = True
-    dtype: torch.dtype = torch.float16
-    config: TileConfig = TileConfig(16, 16, 16)
     # fused downsample branch: (C_ds, H_ds, W_ds, stride_ds)
     downsample: tuple[int, int, int, int] | None = None
 

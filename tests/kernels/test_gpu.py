@@ -14,7 +14,6 @@ two small-M layers at batch 1 in bf16, one Bottleneck block. Its ~100 kernels ar
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -45,15 +44,11 @@ def _sm_count() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def warm_triton_cache():
+def warm_triton_cache(precompile_launches):
     """Every kernel this module launches, compiled in parallel before the first test (kernels.precompile)."""
-    from kernels.precompile import precompile, tuning_jobs
-
     launches = [LaunchShape(_problem(layer, BATCH, dtype)) for layer in LAYERS for dtype in DTYPES.values()]
     launches += [LaunchShape(_problem(layer, 1, torch.bfloat16)) for layer in SMALL_M_LAYERS]
-    stats = precompile(tuning_jobs(launches, _sm_count()), workers=max(1, (os.cpu_count() or 2) - 2),
-                       progress=lambda _line: None)
-    print(f"\nprecompiled {stats}")
+    precompile_launches(launches)
 
 
 def _operands(layer: ConvLayer, batch: int, dtype: torch.dtype) -> dict:

@@ -8,7 +8,6 @@ up front in parallel (`kernels.precompile`), then well under a minute of launche
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -69,12 +68,8 @@ def _sm_count() -> int:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def warm_triton_cache():
-    from kernels.precompile import precompile, tuning_jobs
-
-    jobs = tuning_jobs([LaunchShape(layer.problem()) for layer in LAYERS], _sm_count())
-    stats = precompile(jobs, workers=max(1, (os.cpu_count() or 2) - 2), progress=lambda _line: None)
-    print(f"\nprecompiled {stats}")
+def warm_triton_cache(precompile_launches):
+    precompile_launches([LaunchShape(layer.problem()) for layer in LAYERS])
 
 
 def _operands(layer: Layer) -> dict:

@@ -7,7 +7,9 @@ each case is labelled with the layer it stands for (DenseNet, pre-activation Res
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,26 +18,16 @@ import torch.nn.functional as F
 from kernels import conv_bn_act, conv_bn_act_ref
 from kernels.configs import ConvProblem, TileConfig, forced_config, reduction_iterations
 
+sys.path.insert(0, str(Path(__file__).parent))  # conv_cases.py: the fields every parity case states
+from conv_cases import ConvCase  # noqa: E402
+
 
 @dataclass(frozen=True)
-class Case:
-    label: str
-    N: int
-    C: int
-    H: int
-    W: int
-    K: int
-    R: int
-    stride: int = 1
-    padding: int = 0
+class Case(ConvCase):
     prologue: bool = True
     prologue_relu: bool = True
     groups: int = 1
-    relu: bool = True  # the epilogue's ReLU
     identity_epilogue: bool = False  # scale 1, shift 0: a conv with no BN after it (DenseNet's 3x3)
-    residual: bool = False
-    dtype: torch.dtype = torch.float16
-    config: TileConfig = TileConfig(16, 16, 16)
 
 
 CASES = [
