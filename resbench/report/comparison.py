@@ -18,6 +18,7 @@ from resbench.compare import (
     Verdict,
     case_label,
 )
+from resbench.report.tables import fmt
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,10 +29,6 @@ def _ms(value: float) -> str:
     if not math.isfinite(value):
         return "—"
     return f"{value:.3f}" if value < 100 else f"{value:.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:+.1%}"
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
@@ -61,11 +58,11 @@ def _cells(case: CaseComparison, extra_metrics: Sequence[str]) -> list[str]:
     else:
         base_n, cand_n = len(case.base.samples_ms), len(case.cand.samples_ms)  # type: ignore[union-attr]
         cells = [f"{_ms(primary.base_ms)} (n={base_n})", f"{_ms(primary.cand_ms)} (n={cand_n})",
-                 _pct(primary.delta), _ci(primary.ci), _p(primary.p_value)]
+                 fmt(primary.delta, "+.1%"), _ci(primary.ci), _p(primary.p_value)]
     by_metric = {m.metric: m for m in case.metrics}
     for metric in extra_metrics:
         m = by_metric.get(metric)
-        cells.append("—" if m is None else f"{_pct(m.delta)} {m.verdict.value}")
+        cells.append("—" if m is None else f"{fmt(m.delta, '+.1%')} {m.verdict.value}")
     parity = case.parity_change or ("pass" if row.parity is not None and row.parity.passed else
                                     "FAIL" if row.parity is not None else "—")
     notes = list(case.regressions) + [n for n in case.notes]

@@ -5,7 +5,6 @@ from the run file itself (`timing_contract`, `parity_contract`), and the one-lin
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
+from resbench.report.tables import fmt
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -93,12 +93,6 @@ def environment_line(run: RunFile) -> str:
 
 def _percent(value: Any) -> str:
     return f"{value:.0%}" if isinstance(value, int | float) else "?"
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec) + suffix
 
 
 def memory_cell(row: ResultRow) -> str:
