@@ -18,7 +18,7 @@ from resbench.compare import (
     Verdict,
     case_label,
 )
-from resbench.report.tables import fmt
+from resbench.report.tables import fmt, markdown_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -70,6 +70,9 @@ def _cells(case: CaseComparison, extra_metrics: Sequence[str]) -> list[str]:
             "; ".join(notes)]
 
 
+TEXT_COLUMNS = ("case", "verdict", "parity", "notes")   # left-aligned; every other column is a number
+
+
 def _headers(comparison: Comparison) -> tuple[list[str], list[str]]:
     extra = [m for m in TIMING_METRICS[1:] if m in comparison.thresholds]
     headers = ["case", "base median ms", "cand median ms", "Δ median", "99% CI of Δ", "p (U test)",
@@ -103,8 +106,7 @@ def render_table(comparison: Comparison) -> Table:
     table = Table(title=escape(f"resbench compare: {comparison.base_name} -> {comparison.cand_name}"),
                   caption=_rules_line(comparison), caption_justify="left")
     for header in headers:
-        numeric = header not in ("case", "verdict", "parity", "notes")
-        table.add_column(header, justify="right" if numeric else "left",
+        table.add_column(header, justify="left" if header in TEXT_COLUMNS else "right",
                          overflow="fold", no_wrap=header == "verdict")
     for case in comparison.cases:
         if case.row.scenario is not None:  # serving cases: their own table (serving/compare.py)
@@ -150,9 +152,7 @@ def render_markdown(comparison: Comparison) -> str:
         lines.append("")
     for line in comparison.warnings:
         lines += [f"> Warning: {_md_escape(line)}", ""]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "|".join("---:" if h not in ("case", "verdict", "parity", "notes") else "---"
-                                 for h in headers) + "|")
+    body = []
     for case in comparison.cases:
         if case.row.scenario is not None:  # serving cases: their own table
             continue
@@ -160,7 +160,8 @@ def render_markdown(comparison: Comparison) -> str:
         index = headers.index("verdict")
         if case.verdict in (Verdict.SLOWER, Verdict.BROKEN, Verdict.INSUFFICIENT):
             cells[index] = f"**{cells[index]}**"
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines += markdown_table(headers, body, [h for h in headers if h not in TEXT_COLUMNS])
     from resbench.serving.compare import markdown_lines as serving_markdown
 
     lines += ["", *serving_markdown(comparison), _rules_line(comparison), ""]

@@ -15,6 +15,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
 from resbench.report.serving import html_section as serving_section
+from resbench.report.tables import html_table
 from resbench.results import RunFile
 
 _CSS = """
@@ -35,17 +36,6 @@ _NUMERIC = {"batch", "median ms", "p99 ms", "n", "img/s", "vs eager", "TFLOP/s",
             "cosine", "SQNR dB", "top-1", "top-5", "err ratio"}
 
 
-def _table(headers: list[str], body: list[list[str]], row_classes: list[str] | None = None) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
-    for index, cells in enumerate(body):
-        css = f' class="{row_classes[index]}"' if row_classes and row_classes[index] else ""
-        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in _NUMERIC
-                      else f"<td>{html.escape(c)}</td>" for h, c in zip(headers, cells, strict=True))
-        out.append(f"<tr{css}>{tds}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
 def _parity_table(run: RunFile) -> str:
     headers = ["model", "backend", "batch", "dtype", "verdict", "rel-L2", "max-abs", "cosine", "SQNR dB",
                "top-1", "top-5", "err ratio", "rule"]
@@ -62,13 +52,13 @@ def _parity_table(run: RunFile) -> str:
     if not body:
         return "<p>No row has parity metrics.</p>"
     reference = next(row.parity.reference for row in run.rows if row.parity is not None)
-    return f"<p>Reference: {html.escape(reference)}.</p>\n" + _table(headers, body, classes)
+    return f"<p>Reference: {html.escape(reference)}.</p>\n" + html_table(headers, body, _NUMERIC, classes)
 
 
 def _environment_table(run: RunFile) -> str:
     body = [[key, json.dumps(value) if isinstance(value, dict | list) else str(value)]
             for key, value in run.env.items()]
-    return _table(["key", "value"], body)
+    return html_table(["key", "value"], body)
 
 
 def _problems(run: RunFile) -> str:
@@ -115,7 +105,7 @@ def render_html(run: RunFile) -> str:
 <p class="contract">{html.escape(timing_contract(run))}</p>
 <p class="contract">{html.escape(parity_contract(run))}</p>
 <h2 id="summary">Summary</h2>
-{_table(headers, body, classes)}
+{html_table(headers, body, _NUMERIC, classes)}
 {figures}
 {serving_section(run)}
 <h2 id="parity">Parity</h2>

@@ -13,7 +13,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
-from resbench.report.tables import fmt
+from resbench.report.tables import fmt, markdown_table
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -167,9 +167,7 @@ def render_markdown(run: RunFile) -> str:
     numeric = {"batch", "median ms", "p99 ms", "n", "img/s", "vs eager", "TFLOP/s"}
     lines = [f"### resbench run: {name}", "", environment_line(run), "",
              f"<sub>{timing_contract(run)}</sub>", "",
-             "| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if h in numeric else "---" for h in headers) + "|"]
-    lines += ["| " + " | ".join(_escape(cell) for cell in cells) + " |" for cells in body]
+             *markdown_table(headers, ([_escape(cell) for cell in cells] for cells in body), numeric)]
     lines += serving_markdown(run)
     warned = [row for row in run.rows if row.warnings]
     if warned:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from resbench.report.tables import html_table, markdown_table
 from resbench.results import ResultRow, RunFile
 
 HEADERS = ["model", "runtime", "dtype", "scenario", "status", "QPS", "p90 ms", "p99 ms", "Server bound", "batch",
@@ -147,9 +148,7 @@ def markdown_lines(run: RunFile) -> list[str]:
     if not rows:
         return ["", "#### Serving (MLPerf LoadGen)", "", skipped] if skipped else []
     lines = ["", f"#### Serving (MLPerf LoadGen, {mode_line(rows)})", "", f"<sub>{ABOUT}</sub>", "",
-             "| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---:" if h in NUMERIC else "---" for h in HEADERS) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in rows]
+             *markdown_table(HEADERS, ([cell.replace("|", "\\|") for cell in cells(row)] for row in rows), NUMERIC)]
     return lines + (["", skipped] if skipped else [])
 
 
@@ -161,17 +160,11 @@ def html_section(run: RunFile) -> str:
     skipped = skipped_line(run.rows)
     if not rows:
         return f'<h2 id="serving">Serving (MLPerf LoadGen)</h2>\n<p>{html.escape(skipped)}</p>' if skipped else ""
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>"
-    body = []
-    for row in rows:
-        css = "" if row.status == "ok" else ' class="bad"'
-        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in NUMERIC else f"<td>{html.escape(c)}</td>"
-                      for h, c in zip(HEADERS, cells(row), strict=True))
-        body.append(f"<tr{css}>{tds}</tr>")
+    table = html_table(HEADERS, [cells(row) for row in rows], NUMERIC,
+                       ["" if row.status == "ok" else "bad" for row in rows])
     plot = latency_vs_qps(rows)
     figure = "" if plot is None else (
         f'<figure><img alt="{html.escape(plot.title)}" src="data:image/png;base64,{plot.png_base64}">'
         f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>")
     return (f'<h2 id="serving">Serving (MLPerf LoadGen, {html.escape(mode_line(rows))})</h2>\n'
-            f'<p class="contract">{html.escape(ABOUT)}</p>\n<table>\n{head}\n' + "\n".join(body) +
-            f"\n</table>\n<p>{html.escape(skipped)}</p>\n{figure}")
+            f'<p class="contract">{html.escape(ABOUT)}</p>\n{table}\n<p>{html.escape(skipped)}</p>\n{figure}')

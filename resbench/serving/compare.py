@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from resbench.compare import DEFAULT_THRESHOLDS, CaseComparison, MetricVerdict, Verdict
-from resbench.report.tables import fmt
+from resbench.report.tables import fmt, markdown_table
 from resbench.results import ResultRow
 
 LOWER_IS_BETTER = {"single-stream": True, "server": False, "offline": False}
@@ -103,7 +103,6 @@ def markdown_lines(comparison) -> list[str]:
     body = rows_of(comparison)
     if not body:
         return []
-    lines = ["#### Serving (MLPerf LoadGen)", "", "| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---" for _ in HEADERS) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+    lines = ["#### Serving (MLPerf LoadGen)", "",
+             *markdown_table(HEADERS, ([cell.replace("|", "\\|") for cell in cells] for cells in body))]
     return [*lines, "", RULE, ""]
