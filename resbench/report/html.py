@@ -80,6 +80,7 @@ def render_html(run: RunFile) -> str:
     classes = ["" if cells[status_index].startswith("ok") else
                ("skip" if cells[status_index].startswith("skipped") else "bad") for cells in body]
     plots = all_plots(run.rows)
+    serving = serving_section(run)  # once: it renders the serving plot
     figures = "\n".join(
         f'<h2 id="{plot.key}">{html.escape(plot.title)}</h2>\n<figure><img alt="{html.escape(plot.title)}" '
         f'src="data:image/png;base64,{plot.png_base64}">\n<figcaption>{html.escape(plot.caption)}</figcaption>'
@@ -88,7 +89,7 @@ def render_html(run: RunFile) -> str:
         figures = "<h2>Plots</h2>\n<p>No case finished, so there is nothing to plot.</p>"
     nav = " ".join(f'<a href="#{key}">{label}</a>' for key, label in
                    [("summary", "Summary"), *((p.key, p.title) for p in plots),
-                    *([("serving", "Serving")] if serving_section(run) else []), ("parity", "Parity"),
+                    *([("serving", "Serving")] if serving else []), ("parity", "Parity"),
                     ("environment", "Environment"), ("problems", "Warnings and failures")])
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -107,7 +108,7 @@ def render_html(run: RunFile) -> str:
 <h2 id="summary">Summary</h2>
 {html_table(headers, body, _NUMERIC, classes)}
 {figures}
-{serving_section(run)}
+{serving}
 <h2 id="parity">Parity</h2>
 {_parity_table(run)}
 <h2 id="environment">Environment</h2>
