@@ -114,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
                                f"{', '.join(offered)}); for GPU runs: {GPU_INSTALL}")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         options: OnnxRuntimeOptions = self.options(case)
         if case.dtype == "bf16":
             return False, ("ONNX Runtime cannot run a bf16 ResNet: its type check rejects tensor(bfloat16) "

@@ -84,7 +84,7 @@ class OpenVinoBackend(Backend):
                            "run the suite on cpu (--device cpu)")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         options: OpenVinoOptions = self.options(case)
         if case.dtype not in PRECISION_HINTS:
             return False, (f"OpenVINO has no {case.dtype} mode ({case.dtype} is NVIDIA tensor-core math); "

@@ -119,7 +119,7 @@ class TensorRTBackend(Backend):
             return False, f"TensorRT needs an NVIDIA GPU; this run is on {kind}"
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def numerics(self, case) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class TorchaoBackend(Backend):
             return False, f"X86InductorQuantizer needs an x86-64 CPU; this is {platform.machine()}"
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         if not is_quantized(case.dtype):
             return False, (f"torchao rows are int8 (PT2E static quantization); the same Inductor path in "
                            f"{case.dtype} is the compile backend")
