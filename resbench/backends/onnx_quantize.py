@@ -63,16 +63,14 @@ class QuantizedOnnx:
 
 def quantize_for(case, exported: OnnxExport, options: QdqCalibration) -> QuantizedOnnx:
     """The case's int8 QDQ model, calibrated on its seeded calibration images, kept at `artifact_path`."""
-    images = calibration.calibration_images(options.samples, case.image_size, case.parity.seed)
-    return quantize_onnx(exported.path, artifact_path(case, options.method, options.samples), images,
-                         exported.input_name, options.method)
+    return quantize_onnx(exported.path, artifact_path(case, options.method, options.samples),
+                         calibration.case_images(case, options), exported.input_name, options.method)
 
 
 def int8_numerics(options: QdqCalibration) -> dict[str, Any]:
     """What a QDQ int8 row's numbers depend on, recorded in its numerics."""
-    return {"int8_weights": "int8, per output channel, symmetric",
-            "int8_activations": "uint8, per tensor, static",
-            "int8_calibration": calibration.describe(options.method, options.samples)}
+    return calibration.numerics("int8, per output channel, symmetric", "uint8, per tensor, static", options.method,
+                                options.samples)
 
 
 def artifact_path(case, method: str, samples: int) -> Path:
