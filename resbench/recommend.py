@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from resbench.doubts import doubts, is_clean
 from resbench.dtypes import DTYPE_NAMES, is_quantized
 from resbench.errors import UsageError, one_of
-from resbench.report.tables import fmt
+from resbench.report.tables import fmt, status_reason
 from resbench.results import ResultRow, RunFile
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def _objective_text(row: ResultRow, objective: Objective) -> str:
 def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
     """Why `row` cannot be recommended at all, or None."""
     if row.status != "ok":
-        return f"{row.status}: {row.reason or 'no reason recorded'}"
+        return status_reason(row)
     if row.latency_ms is None or row.throughput_ips is None:
         return "no latency measured"
     if row.parity is not None and not row.parity.passed:

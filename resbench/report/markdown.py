@@ -13,7 +13,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
-from resbench.report.tables import fmt, markdown_table
+from resbench.report.tables import fmt, markdown_table, ok_status, status_reason
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -141,15 +141,12 @@ def summary_rows(run: RunFile) -> tuple[list[str], list[list[str]]]:
         identity = [row.model, row.backend_label, str(row.batch_size), row.dtype]
         identity += [str(getattr(row, name)) for name in extra]
         if row.status != "ok" or row.latency_ms is None:
-            status = f"{row.status}: {row.reason or 'no reason recorded'}"
-            body.append(identity + [status] + ["—"] * (len(SUMMARY_HEADERS) - 5))
+            body.append(identity + [status_reason(row)] + ["—"] * (len(SUMMARY_HEADERS) - 5))
             continue
         latency = row.latency_ms
         tflops = fmt(row.tflops, ".2f") + (f" ({row.pct_peak:.0f}%)" if row.pct_peak is not None else "")
-        count = len(row.warnings)
-        status = f"ok ({count} warning{'s' if count != 1 else ''})" if count else "ok"
         body.append(identity + [
-            status, fmt(latency.median, ".3f"), fmt(latency.p99, ".3f"), str(latency.n),
+            ok_status(row), fmt(latency.median, ".3f"), fmt(latency.p99, ".3f"), str(latency.n),
             fmt(row.throughput_ips, ",.1f"),
             fmt(speedup.get(id(row)), ".2f", "×"), tflops, memory_cell(row), parity_cell(row),
         ])

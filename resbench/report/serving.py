@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from resbench.report.tables import html_table, markdown_table
+from resbench.report.tables import html_table, markdown_table, ok_status, status_reason
 from resbench.results import ResultRow, RunFile
 
 HEADERS = ["model", "runtime", "dtype", "scenario", "status", "QPS", "p90 ms", "p99 ms", "Server bound", "batch",
@@ -75,14 +75,12 @@ def cells(row: ResultRow) -> list[str]:
     identity = [row.model, row.backend_label, row.dtype, row.scenario or "—"]
     serving = row.serving
     if row.status != "ok" or serving is None:
-        return identity + [f"{row.status}: {row.reason or 'no reason recorded'}"] + ["—"] * (len(HEADERS) - 5)
-    status = "ok" + (f" ({len(row.warnings)} warning{'s' if len(row.warnings) != 1 else ''})" if row.warnings
-                     else "")
+        return identity + [status_reason(row)] + ["—"] * (len(HEADERS) - 5)
     batching = serving.batching
     accuracy = serving.accuracy
     top1 = "—" if accuracy is None else f"{accuracy.samples - len(accuracy.mismatched)}/{accuracy.samples}"
     return identity + [
-        status, _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
+        ok_status(row), _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
         _latency(serving.latency_ms.p99), bound_text(row),
         f"{batching.batch_size} (fill {batching.mean_fill:.0%})", verdict_text(row), top1, serving.log_dir,
     ]

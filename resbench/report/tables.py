@@ -1,11 +1,15 @@
 """What every report's tables share: one number formatter for cells ("—" for a missing or non-finite value),
-and the Markdown and HTML table syntax (numeric columns right-aligned)."""
+the status cells of a row, and the Markdown and HTML table syntax (numeric columns right-aligned)."""
 
 from __future__ import annotations
 
 import html
 import math
 from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from resbench.results import ResultRow
 
 MISSING = "—"
 
@@ -15,6 +19,17 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
     return format(value, spec) + suffix
+
+
+def status_reason(row: ResultRow) -> str:
+    """'failed: <reason>' ('no reason recorded' when there is none): a row that has no figures to show."""
+    return f"{row.status}: {row.reason or 'no reason recorded'}"
+
+
+def ok_status(row: ResultRow) -> str:
+    """'ok', or 'ok (2 warnings)' when the row carries warnings."""
+    count = len(row.warnings)
+    return f"ok ({count} warning{'s' if count != 1 else ''})" if count else "ok"
 
 
 def markdown_table(headers: Sequence[str], body: Iterable[Sequence[str]], numeric: Collection[str] = ()) -> list[str]:
