@@ -15,7 +15,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
 from resbench.report.serving import html_section as serving_section
-from resbench.report.tables import html_table
+from resbench.report.tables import html_table, row_label
 from resbench.results import RunFile
 
 _CSS = """
@@ -64,8 +64,7 @@ def _environment_table(run: RunFile) -> str:
 def _problems(run: RunFile) -> str:
     items = []
     for row in run.rows:
-        label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
-        label += f" {row.scenario}" if row.scenario else ""
+        label = row_label(row)
         if row.status != "ok":
             items.append(f"<li><b>{html.escape(label)}</b>: {html.escape(row.status)} — "
                          f"{html.escape(row.reason or 'no reason recorded')}</li>")

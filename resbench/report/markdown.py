@@ -13,7 +13,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
-from resbench.report.tables import fmt, markdown_table, ok_status, status_reason
+from resbench.report.tables import fmt, markdown_table, ok_status, row_label, status_reason
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -170,9 +170,7 @@ def render_markdown(run: RunFile) -> str:
     if warned:
         lines += ["", "<details><summary>Warnings</summary>", ""]
         for row in warned:
-            label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
-            label += f" {row.scenario}" if row.scenario else ""
-            lines += [f"- {label}: {_escape(w)}" for w in row.warnings]
+            lines += [f"- {row_label(row)}: {_escape(w)}" for w in row.warnings]
         lines += ["", "</details>"]
     lines.append("")
     return "\n".join(lines)

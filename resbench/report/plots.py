@@ -28,6 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from resbench.doubts import doubts
 from resbench.report.console import speedups
+from resbench.report.tables import row_label
 from resbench.results import ResultRow
 
 MAX_ROWS = 80          # per-row plots (distributions, memory) show at most this many rows
@@ -111,8 +112,7 @@ def _log_axis(axis: Axis, values: Sequence[float]) -> None:
 
 
 def _label(row: ResultRow) -> str:
-    mark = "! " if doubts(row) else ""
-    return f"{mark}{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
+    return ("! " if doubts(row) else "") + row_label(row)  # latency rows only: no scenario
 
 
 def _row_axis(fig: Figure, rows: Sequence[ResultRow], labels: Sequence[str]) -> Axes:

@@ -1,5 +1,5 @@
 """What every report's tables share: one number formatter for cells ("—" for a missing or non-finite value),
-the status cells of a row, and the Markdown and HTML table syntax (numeric columns right-aligned)."""
+a row's label and status cells, and the Markdown and HTML table syntax (numeric columns right-aligned)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
     return format(value, spec) + suffix
+
+
+def row_label(row: ResultRow) -> str:
+    """'resnet50 compile[mode=max-autotune] b32 bf16' (+ ' server' on a serving row): a row in a list."""
+    scenario = f" {row.scenario}" if row.scenario else ""
+    return f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}{scenario}"
 
 
 def status_reason(row: ResultRow) -> str:
