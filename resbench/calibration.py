@@ -14,8 +14,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from resbench.suite import Case
 
 CALIBRATION_SEED_OFFSET = 20_000  # parity images use 10_000 + seed, the timing input seed itself
 DEFAULT_SAMPLES = 32
@@ -35,6 +40,16 @@ def calibration_images(samples: int, image_size: int, seed: int) -> torch.Tensor
     return torch.randn(samples, 3, image_size, image_size, generator=generator)
 
 
+def case_images(case: Case, options: CalibrationOptions) -> torch.Tensor:
+    """The calibration set of an int8 case: `options.samples` images at its image size, from its seed."""
+    return calibration_images(options.samples, case.image_size, case.parity.seed)
+
+
 def describe(method: str, samples: int) -> str:
     """'minmax over 32 seeded images': what a row's numerics say about its calibration."""
     return f"{method} over {samples} seeded images"
+
+
+def numerics(weights: str, activations: str, method: str, samples: int) -> dict[str, str]:
+    """What an int8 row's numbers depend on, under the numerics keys every int8 backend records."""
+    return {"int8_weights": weights, "int8_activations": activations, "int8_calibration": describe(method, samples)}

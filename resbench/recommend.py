@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 from resbench.doubts import doubts, is_clean
 from resbench.dtypes import DTYPE_NAMES, is_quantized
 from resbench.errors import UsageError, one_of
+from resbench.report.tables import fmt, status_reason
 from resbench.results import ResultRow, RunFile
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ def _objective_text(row: ResultRow, objective: Objective) -> str:
 def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
     """Why `row` cannot be recommended at all, or None."""
     if row.status != "ok":
-        return f"{row.status}: {row.reason or 'no reason recorded'}"
+        return status_reason(row)
     if row.latency_ms is None or row.throughput_ips is None:
         return "no latency measured"
     if row.parity is not None and not row.parity.passed:
@@ -366,12 +367,6 @@ def quantized_tradeoffs(rows: Sequence[ResultRow]) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------ rendering
 
 
-def _cell(value: float | None, digits: str) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return format(value, digits)
-
-
 def _median_cell(row: ResultRow) -> str:
     """'6.300 ±0.050' (the median's 95% CI half-width)."""
     if row.latency_ms is None:
@@ -419,11 +414,11 @@ def print_recommendation(recommendation: Recommendation, console: Console) -> No
             doubt = ", ".join(runtime.doubts) if row.status == "ok" else ""
             table.add_row(
                 escape(runtime.label), role, _median_cell(row),
-                _cell(row.latency_ms.p99 if row.latency_ms else None, ".3f"),
-                _cell(row.throughput_ips, ",.1f"),
-                _cell(row.memory.backend_mb, ",.0f"),
-                _cell(row.prepare_s, ".2f"),
-                _cell(row.parity.cosine if row.parity else None, ".6f"),
+                fmt(row.latency_ms.p99 if row.latency_ms else None, ".3f"),
+                fmt(row.throughput_ips, ",.1f"),
+                fmt(row.memory.backend_mb, ",.0f"),
+                fmt(row.prepare_s, ".2f"),
+                fmt(row.parity.cosine if row.parity else None, ".6f"),
                 f"[yellow]{escape(doubt)}[/]" if doubt else "",
                 escape(runtime.reason),
             )

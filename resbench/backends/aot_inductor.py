@@ -54,10 +54,7 @@ class AotInductorBackend(Backend):
                            "(torch._inductor.aoti_compile_and_package); install torch>=2.6")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
-        ok, reason = super().supports(case)  # int8 needs a backend that quantizes
-        if not ok:
-            return ok, reason
+    def case_limits(self, case) -> tuple[bool, str]:
         if case.device == "cuda" and case.timing.mode == "graph":
             return False, ("timing mode 'graph' captures the call in a CUDA graph, and resbench does not "
                            "capture the AOTInductor runner (not documented as capture-safe); "

@@ -61,12 +61,16 @@ class Backend(ABC):
         return {}
 
     def supports(self, case: Case) -> tuple[bool, str]:
-        """(True, "") if this backend can run `case`; otherwise (False, why) -> a `skipped` row.
+        """(True, "") if this backend can run `case`; otherwise (False, why) -> a `skipped` row: an int8
+        case on a backend without an int8 path (`precision_supported`), then the backend's `case_limits`."""
+        ok, reason = precision_supported(self, case)
+        return self.case_limits(case) if ok else (ok, reason)
 
-        For limits known before any work that `available` cannot see because they depend on the case
-        (a dtype the runtime has no kernels for, an option that needs a CUDA device). Subclasses that
-        override it call this first: it skips int8 on a backend without an int8 path."""
-        return precision_supported(self, case)
+    def case_limits(self, case: Case) -> tuple[bool, str]:
+        """The backend's own limits known before any work that `available` cannot see because they depend
+        on the case (a dtype the runtime has no kernels for, an option that needs a CUDA device). Backends
+        with such limits override this; `supports` has checked the precision first."""
+        return True, ""
 
     def __init__(self) -> None:
         self._artifacts: dict[str, Any] = {}  # set by `prepare`, read by `artifacts`

@@ -26,7 +26,7 @@ NEEDS_CUDA = "cuda_graphs: true needs a CUDA device; use cuda_graphs: auto or fa
 
 
 def graph_supported(setting: CudaGraphSetting, device: str, timing_mode: str = "device") -> tuple[bool, str]:
-    """For a backend's `supports(case)`, known before any work: `cuda_graphs: true` on a CPU case, and a
+    """For a backend's `case_limits(case)`, known before any work: `cuda_graphs: true` on a CPU case, and a
     captured backend under `timing.mode: graph` (which captures the call itself: a graph replay inside
     another capture), are skips."""
     if setting is True and device != "cuda":

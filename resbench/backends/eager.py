@@ -24,10 +24,7 @@ class EagerBackend(Backend):
     def available(self, device: torch.device) -> tuple[bool, str]:
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
-        ok, reason = super().supports(case)  # int8 needs a backend that quantizes
-        if not ok:
-            return ok, reason
+    def case_limits(self, case) -> tuple[bool, str]:
         return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:

@@ -10,6 +10,8 @@ ORT's CPU EP fuses into QLinearConv and OpenVINO reads as FakeQuantize.
 Measured on this 2-core CPU (ResNet-18, 64 px, 32 calibration images): 1-4 s; against fp64, cosine 0.998
 and top-1 agreement 14/16 (random weights; parity.py says why the verdict has two clauses).
 
+`row_graph` is the file a QDQ runtime loads for a row: the export, quantized for an int8 row.
+
 The quantized model is the deployable artifact of an int8 row, so it is kept (not a temporary file):
 `<cache>/int8/<model>-<size>px-<method>-<samples>img-seed<seed>[-w<weights hash>].onnx`, written
 atomically; rerunning the same case replaces it with an identical one. Its path is in the row's artifacts.
@@ -31,7 +33,8 @@ from resbench import calibration
 from resbench.backends.base import PrepareError
 from resbench.backends.cache_dir import cache_dir, slug
 from resbench.backends.logs import quiet
-from resbench.backends.onnx_export import OnnxExport, first_line
+from resbench.backends.onnx_export import OnnxExport, export_onnx, first_line
+from resbench.dtypes import is_quantized
 
 METHODS: dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 CALIBRATION_BATCH = 8  # images per calibration run (the export's batch axis is dynamic)
@@ -61,18 +64,38 @@ class QuantizedOnnx:
                                                     "DequantizeLinear": self.dequantize_linear}}
 
 
+@dataclass(frozen=True)
+class RowGraph:
+    """The ONNX file a QDQ runtime (onnxruntime, openvino) loads for a row: the export, or for an int8 row
+    its kept QDQ model."""
+
+    exported: OnnxExport
+    quantized: QuantizedOnnx | None
+
+    @property
+    def path(self) -> Path:
+        return self.quantized.path if self.quantized is not None else self.exported.path
+
+    def artifacts(self) -> dict[str, object]:
+        return {**self.exported.artifacts(), **(self.quantized.artifacts() if self.quantized is not None else {})}
+
+
+def row_graph(case, model: torch.nn.Module, example: torch.Tensor, folder: Path, options: QdqCalibration) -> RowGraph:
+    """Export `model` on `example` into `folder` (export_onnx) and, for an int8 case, quantize it (quantize_for)."""
+    exported = export_onnx(model, example, folder / "model.onnx")
+    return RowGraph(exported, quantize_for(case, exported, options) if is_quantized(case.dtype) else None)
+
+
 def quantize_for(case, exported: OnnxExport, options: QdqCalibration) -> QuantizedOnnx:
     """The case's int8 QDQ model, calibrated on its seeded calibration images, kept at `artifact_path`."""
-    images = calibration.calibration_images(options.samples, case.image_size, case.parity.seed)
-    return quantize_onnx(exported.path, artifact_path(case, options.method, options.samples), images,
-                         exported.input_name, options.method)
+    return quantize_onnx(exported.path, artifact_path(case, options.method, options.samples),
+                         calibration.case_images(case, options), exported.input_name, options.method)
 
 
 def int8_numerics(options: QdqCalibration) -> dict[str, Any]:
     """What a QDQ int8 row's numbers depend on, recorded in its numerics."""
-    return {"int8_weights": "int8, per output channel, symmetric",
-            "int8_activations": "uint8, per tensor, static",
-            "int8_calibration": calibration.describe(options.method, options.samples)}
+    return calibration.numerics("int8, per output channel, symmetric", "uint8, per tensor, static", options.method,
+                                options.samples)
 
 
 def artifact_path(case, method: str, samples: int) -> Path:

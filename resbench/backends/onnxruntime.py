@@ -32,8 +32,8 @@ import torch
 from pydantic import field_validator
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, cast_model, register
-from resbench.backends.onnx_export import export_onnx, first_line
-from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, quantize_for
+from resbench.backends.onnx_export import first_line
+from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, row_graph
 from resbench.dtypes import is_quantized
 
 INSTALL = 'pip install "resbench[onnx]"'
@@ -114,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
                                f"{', '.join(offered)}); for GPU runs: {GPU_INSTALL}")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         options: OnnxRuntimeOptions = self.options(case)
         if case.dtype == "bf16":
             return False, ("ONNX Runtime cannot run a bf16 ResNet: its type check rejects tensor(bfloat16) "
@@ -171,16 +171,11 @@ class OnnxRuntimeBackend(Backend):
         self._threads = session_options.intra_op_num_threads = torch.get_num_threads()
         session_options.inter_op_num_threads = 1  # sequential execution: the inter-op pool is unused
         providers = self._providers(options, case, example.device)
-        quantized = None
         with tempfile.TemporaryDirectory(prefix="resbench-onnx-") as tmp:
-            exported = export_onnx(model, example, Path(tmp) / "model.onnx")
-            graph = exported.path
-            if is_quantized(case.dtype):
-                quantized = quantize_for(case, exported, options.calibration)
-                graph = quantized.path
+            graph = row_graph(case, model, example, Path(tmp), options.calibration)
             t0 = time.perf_counter()
             try:
-                session = ort.InferenceSession(str(graph), session_options, providers=providers)
+                session = ort.InferenceSession(str(graph.path), session_options, providers=providers)
             except Exception as exc:
                 reason = first_line(exc)
                 raise PrepareError(f"onnxruntime could not load the exported graph: {reason}") from exc
@@ -189,6 +184,7 @@ class OnnxRuntimeBackend(Backend):
         if case.device == "cuda" and active[0] == PROVIDERS["cpu"]:
             raise PrepareError(f"onnxruntime fell back to the CPU EP on a CUDA case (session providers: "
                                f"{', '.join(active)}); check the CUDA/cuDNN libraries onnxruntime-gpu needs")
+        exported = graph.exported
         if example.is_cuda:
             forward = _bound_forward(session, exported.input_name, exported.output_name, example)
         else:
@@ -207,8 +203,7 @@ class OnnxRuntimeBackend(Backend):
             "graph_optimization_level": LEVELS[options.graph_optimization_level],
             "intra_op_num_threads": session_options.intra_op_num_threads,
             "io_binding": example.is_cuda,
-            **exported.artifacts(),
-            **(quantized.artifacts() if quantized is not None else {}),
+            **graph.artifacts(),
             "session_s": session_s,
             "warmup_run_s": time.perf_counter() - t0,
         }

@@ -33,8 +33,8 @@ from typing import Any, Literal
 import torch
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, register
-from resbench.backends.onnx_export import export_onnx, first_line
-from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, quantize_for
+from resbench.backends.onnx_export import first_line
+from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, row_graph
 from resbench.dtypes import is_quantized
 
 INSTALL = 'pip install "resbench[openvino]"'
@@ -84,7 +84,7 @@ class OpenVinoBackend(Backend):
                            "run the suite on cpu (--device cpu)")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         options: OpenVinoOptions = self.options(case)
         if case.dtype not in PRECISION_HINTS:
             return False, (f"OpenVINO has no {case.dtype} mode ({case.dtype} is NVIDIA tensor-core math); "
@@ -118,16 +118,11 @@ class OpenVinoBackend(Backend):
         config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": PRECISION_HINTS[case.dtype],
                   "INFERENCE_NUM_THREADS": torch.get_num_threads()}  # the run's thread policy
         core = ov.Core()
-        quantized = None
         with tempfile.TemporaryDirectory(prefix="resbench-openvino-") as tmp:
             # the graph's interface stays fp32 for every row: the hint sets the compute precision
-            exported = export_onnx(model.float(), example.float(), Path(tmp) / "model.onnx")
-            graph = exported.path
-            if is_quantized(case.dtype):
-                quantized = quantize_for(case, exported, options.calibration)
-                graph = quantized.path
+            graph = row_graph(case, model.float(), example.float(), Path(tmp), options.calibration)
             try:
-                source = core.read_model(str(graph))
+                source = core.read_model(str(graph.path))
             except Exception as exc:
                 raise PrepareError(f"OpenVINO could not read the ONNX graph: {first_line(exc)}") from exc
         shape = [case.batch_size, 3, case.image_size, case.image_size]
@@ -175,8 +170,7 @@ class OpenVinoBackend(Backend):
             "openvino": ov.__version__,
             "device": options.device,
             "device_name": core.get_property(options.device, "FULL_DEVICE_NAME"),
-            **exported.artifacts(),
-            **(quantized.artifacts() if quantized is not None else {}),
+            **graph.artifacts(),
             "compile_s": compile_s,
             "warmup_run_s": time.perf_counter() - t0,
             "inference_num_threads": self._numerics["ov_inference_num_threads"],  # the run's thread policy

@@ -119,7 +119,7 @@ class TensorRTBackend(Backend):
             return False, f"TensorRT needs an NVIDIA GPU; this run is on {kind}"
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def numerics(self, case) -> dict[str, Any]:
@@ -129,11 +129,9 @@ class TensorRTBackend(Backend):
             "trt_tf32": "TF32" in BUILDER_FLAGS[case.dtype],
             "trt_io_dtype": IO_DTYPES[case.dtype],
             "trt_builder_optimization_level": options.builder_optimization_level,
-            **({"int8_weights": "int8, per output channel (TensorRT implicit quantization)",
-                "int8_activations": "int8, per tensor, static",
-                "int8_calibration": calibration.describe(f"{CALIBRATORS[options.calibration.method]}",
-                                                         options.calibration.samples)}
-               if is_quantized(case.dtype) else {}),
+            **(calibration.numerics("int8, per output channel (TensorRT implicit quantization)",
+                                    "int8, per tensor, static", CALIBRATORS[options.calibration.method],
+                                    options.calibration.samples) if is_quantized(case.dtype) else {}),
         }
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
@@ -168,7 +166,7 @@ class TensorRTBackend(Backend):
         config.add_optimization_profile(profile)
         calibrator = None
         if is_quantized(case.dtype):
-            images = calibration.calibration_images(options.calibration.samples, case.image_size, case.parity.seed)
+            images = calibration.case_images(case, options.calibration)
             feed = CalibrationFeed([b.to(device) for b in in_batches(images, case.batch_size)])
             calibrator = make_calibrator(trt, options.calibration.method, feed)
             config.int8_calibrator = calibrator  # the builder keeps a reference; so does this frame until built

@@ -89,7 +89,7 @@ class TorchaoBackend(Backend):
             return False, f"X86InductorQuantizer needs an x86-64 CPU; this is {platform.machine()}"
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
+    def case_limits(self, case) -> tuple[bool, str]:
         if not is_quantized(case.dtype):
             return False, (f"torchao rows are int8 (PT2E static quantization); the same Inductor path in "
                            f"{case.dtype} is the compile backend")
@@ -97,9 +97,9 @@ class TorchaoBackend(Backend):
 
     def numerics(self, case) -> dict[str, Any]:
         options: TorchaoOptions = self.options(case)
-        return {"int8_weights": "int8, per output channel, symmetric",
-                "int8_activations": f"uint8{' (7-bit range)' if not has_vnni() else ''}, per tensor, static",
-                "int8_calibration": calibration.describe(options.calibration.method, options.calibration.samples),
+        activations = f"uint8{' (7-bit range)' if not has_vnni() else ''}, per tensor, static"
+        return {**calibration.numerics("int8, per output channel, symmetric", activations,
+                                       options.calibration.method, options.calibration.samples),
                 "inductor_freezing": True}
 
     def prepare(self, model: torch.nn.Module, example: torch.Tensor, case) -> Forward:
@@ -155,7 +155,7 @@ def quantize(model: torch.nn.Module, example: torch.Tensor, case, options: Torch
         observed = pt2e.prepare_pt2e(exported, quantizer)
     except Exception as exc:
         raise PrepareError(f"torchao prepare_pt2e (X86InductorQuantizer) failed: {first_line(exc)}") from exc
-    images = calibration.calibration_images(options.samples, case.image_size, case.parity.seed)
+    images = calibration.case_images(case, options)
     memory_format = torch.channels_last if case.memory_format == "channels_last" else torch.contiguous_format
     with torch.no_grad():
         for chunk in in_batches(images, case.batch_size):  # the export is specialised to the batch shape

@@ -68,10 +68,7 @@ class TritonBackend(Backend):
                            f"this GPU is {major}.{minor}")
         return True, ""
 
-    def supports(self, case) -> tuple[bool, str]:
-        ok, reason = super().supports(case)  # int8 needs a backend that quantizes
-        if not ok:
-            return ok, reason
+    def case_limits(self, case) -> tuple[bool, str]:
         return graph_supported(self.options(case).cuda_graphs, case.device, case.timing.mode)
 
     def numerics(self, case) -> dict[str, Any]:

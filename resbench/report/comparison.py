@@ -18,6 +18,7 @@ from resbench.compare import (
     Verdict,
     case_label,
 )
+from resbench.report.tables import fmt, markdown_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,10 +29,6 @@ def _ms(value: float) -> str:
     if not math.isfinite(value):
         return "—"
     return f"{value:.3f}" if value < 100 else f"{value:.1f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:+.1%}"
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
@@ -61,16 +58,19 @@ def _cells(case: CaseComparison, extra_metrics: Sequence[str]) -> list[str]:
     else:
         base_n, cand_n = len(case.base.samples_ms), len(case.cand.samples_ms)  # type: ignore[union-attr]
         cells = [f"{_ms(primary.base_ms)} (n={base_n})", f"{_ms(primary.cand_ms)} (n={cand_n})",
-                 _pct(primary.delta), _ci(primary.ci), _p(primary.p_value)]
+                 fmt(primary.delta, "+.1%"), _ci(primary.ci), _p(primary.p_value)]
     by_metric = {m.metric: m for m in case.metrics}
     for metric in extra_metrics:
         m = by_metric.get(metric)
-        cells.append("—" if m is None else f"{_pct(m.delta)} {m.verdict.value}")
+        cells.append("—" if m is None else f"{fmt(m.delta, '+.1%')} {m.verdict.value}")
     parity = case.parity_change or ("pass" if row.parity is not None and row.parity.passed else
                                     "FAIL" if row.parity is not None else "—")
     notes = list(case.regressions) + [n for n in case.notes]
     return [case_label(case.identity), *cells, case.verdict.value, _memory_cell(case.memory), parity,
             "; ".join(notes)]
+
+
+TEXT_COLUMNS = ("case", "verdict", "parity", "notes")   # left-aligned; every other column is a number
 
 
 def _headers(comparison: Comparison) -> tuple[list[str], list[str]]:
@@ -106,8 +106,7 @@ def render_table(comparison: Comparison) -> Table:
     table = Table(title=escape(f"resbench compare: {comparison.base_name} -> {comparison.cand_name}"),
                   caption=_rules_line(comparison), caption_justify="left")
     for header in headers:
-        numeric = header not in ("case", "verdict", "parity", "notes")
-        table.add_column(header, justify="right" if numeric else "left",
+        table.add_column(header, justify="left" if header in TEXT_COLUMNS else "right",
                          overflow="fold", no_wrap=header == "verdict")
     for case in comparison.cases:
         if case.row.scenario is not None:  # serving cases: their own table (serving/compare.py)
@@ -153,9 +152,7 @@ def render_markdown(comparison: Comparison) -> str:
         lines.append("")
     for line in comparison.warnings:
         lines += [f"> Warning: {_md_escape(line)}", ""]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "|".join("---:" if h not in ("case", "verdict", "parity", "notes") else "---"
-                                 for h in headers) + "|")
+    body = []
     for case in comparison.cases:
         if case.row.scenario is not None:  # serving cases: their own table
             continue
@@ -163,7 +160,8 @@ def render_markdown(comparison: Comparison) -> str:
         index = headers.index("verdict")
         if case.verdict in (Verdict.SLOWER, Verdict.BROKEN, Verdict.INSUFFICIENT):
             cells[index] = f"**{cells[index]}**"
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
+    lines += markdown_table(headers, body, [h for h in headers if h not in TEXT_COLUMNS])
     from resbench.serving.compare import markdown_lines as serving_markdown
 
     lines += ["", *serving_markdown(comparison), _rules_line(comparison), ""]

@@ -15,6 +15,7 @@ from rich.table import Table
 from resbench.doubts import doubts, tag
 from resbench.dtypes import is_quantized
 from resbench.report.serving import print_serving
+from resbench.report.tables import row_label
 from resbench.results import ResultRow, RunFile
 
 MAX_WARNING_LINES = 12   # warnings listed under the tables; the run file keeps them all
@@ -149,9 +150,7 @@ def print_run(run: RunFile, console: Console | None = None) -> None:
             console.print(f"[bold yellow]! {noisy} row(s) measured under contention, noise or throttling: "
                           "their medians may be off by more than their CIs say[/]", highlight=False)
         for row, warning in lines[:MAX_WARNING_LINES]:
-            console.print(f"  {row.model} {escape(row.backend_label)} b{row.batch_size} {row.dtype}"
-                          f"{' ' + row.scenario if row.scenario else ''}: {escape(warning)}",
-                          highlight=False)
+            console.print(f"  {escape(row_label(row))}: {escape(warning)}", highlight=False)
         if len(lines) > MAX_WARNING_LINES:
             console.print(f"  ... {len(lines) - MAX_WARNING_LINES} more in `warnings` of the run file",
                           highlight=False)

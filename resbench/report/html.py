@@ -15,6 +15,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.markdown import environment_line, parity_contract, summary_rows, timing_contract
 from resbench.report.plots import all_plots
 from resbench.report.serving import html_section as serving_section
+from resbench.report.tables import html_table, row_label
 from resbench.results import RunFile
 
 _CSS = """
@@ -35,17 +36,6 @@ _NUMERIC = {"batch", "median ms", "p99 ms", "n", "img/s", "vs eager", "TFLOP/s",
             "cosine", "SQNR dB", "top-1", "top-5", "err ratio"}
 
 
-def _table(headers: list[str], body: list[list[str]], row_classes: list[str] | None = None) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>"]
-    for index, cells in enumerate(body):
-        css = f' class="{row_classes[index]}"' if row_classes and row_classes[index] else ""
-        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in _NUMERIC
-                      else f"<td>{html.escape(c)}</td>" for h, c in zip(headers, cells, strict=True))
-        out.append(f"<tr{css}>{tds}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
 def _parity_table(run: RunFile) -> str:
     headers = ["model", "backend", "batch", "dtype", "verdict", "rel-L2", "max-abs", "cosine", "SQNR dB",
                "top-1", "top-5", "err ratio", "rule"]
@@ -62,20 +52,19 @@ def _parity_table(run: RunFile) -> str:
     if not body:
         return "<p>No row has parity metrics.</p>"
     reference = next(row.parity.reference for row in run.rows if row.parity is not None)
-    return f"<p>Reference: {html.escape(reference)}.</p>\n" + _table(headers, body, classes)
+    return f"<p>Reference: {html.escape(reference)}.</p>\n" + html_table(headers, body, _NUMERIC, classes)
 
 
 def _environment_table(run: RunFile) -> str:
     body = [[key, json.dumps(value) if isinstance(value, dict | list) else str(value)]
             for key, value in run.env.items()]
-    return _table(["key", "value"], body)
+    return html_table(["key", "value"], body)
 
 
 def _problems(run: RunFile) -> str:
     items = []
     for row in run.rows:
-        label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
-        label += f" {row.scenario}" if row.scenario else ""
+        label = row_label(row)
         if row.status != "ok":
             items.append(f"<li><b>{html.escape(label)}</b>: {html.escape(row.status)} — "
                          f"{html.escape(row.reason or 'no reason recorded')}</li>")
@@ -90,6 +79,7 @@ def render_html(run: RunFile) -> str:
     classes = ["" if cells[status_index].startswith("ok") else
                ("skip" if cells[status_index].startswith("skipped") else "bad") for cells in body]
     plots = all_plots(run.rows)
+    serving = serving_section(run)  # once: it renders the serving plot
     figures = "\n".join(
         f'<h2 id="{plot.key}">{html.escape(plot.title)}</h2>\n<figure><img alt="{html.escape(plot.title)}" '
         f'src="data:image/png;base64,{plot.png_base64}">\n<figcaption>{html.escape(plot.caption)}</figcaption>'
@@ -98,7 +88,7 @@ def render_html(run: RunFile) -> str:
         figures = "<h2>Plots</h2>\n<p>No case finished, so there is nothing to plot.</p>"
     nav = " ".join(f'<a href="#{key}">{label}</a>' for key, label in
                    [("summary", "Summary"), *((p.key, p.title) for p in plots),
-                    *([("serving", "Serving")] if serving_section(run) else []), ("parity", "Parity"),
+                    *([("serving", "Serving")] if serving else []), ("parity", "Parity"),
                     ("environment", "Environment"), ("problems", "Warnings and failures")])
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -115,9 +105,9 @@ def render_html(run: RunFile) -> str:
 <p class="contract">{html.escape(timing_contract(run))}</p>
 <p class="contract">{html.escape(parity_contract(run))}</p>
 <h2 id="summary">Summary</h2>
-{_table(headers, body, classes)}
+{html_table(headers, body, _NUMERIC, classes)}
 {figures}
-{serving_section(run)}
+{serving}
 <h2 id="parity">Parity</h2>
 {_parity_table(run)}
 <h2 id="environment">Environment</h2>

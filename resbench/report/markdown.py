@@ -5,7 +5,6 @@ from the run file itself (`timing_contract`, `parity_contract`), and the one-lin
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from resbench.output_files import replace_file, resolve
 from resbench.report.console import speedups
 from resbench.report.serving import latency_rows
 from resbench.report.serving import markdown_lines as serving_markdown
+from resbench.report.tables import fmt, markdown_table, ok_status, row_label, status_reason
 from resbench.results import ResultRow, RunFile
 
 MODE_WORDS = {
@@ -95,12 +95,6 @@ def _percent(value: Any) -> str:
     return f"{value:.0%}" if isinstance(value, int | float) else "?"
 
 
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, spec) + suffix
-
-
 def memory_cell(row: ResultRow) -> str:
     """The row's memory figures, each named (allocator peak is per backend; process figures are not)."""
     m = row.memory
@@ -147,15 +141,12 @@ def summary_rows(run: RunFile) -> tuple[list[str], list[list[str]]]:
         identity = [row.model, row.backend_label, str(row.batch_size), row.dtype]
         identity += [str(getattr(row, name)) for name in extra]
         if row.status != "ok" or row.latency_ms is None:
-            status = f"{row.status}: {row.reason or 'no reason recorded'}"
-            body.append(identity + [status] + ["—"] * (len(SUMMARY_HEADERS) - 5))
+            body.append(identity + [status_reason(row)] + ["—"] * (len(SUMMARY_HEADERS) - 5))
             continue
         latency = row.latency_ms
         tflops = fmt(row.tflops, ".2f") + (f" ({row.pct_peak:.0f}%)" if row.pct_peak is not None else "")
-        count = len(row.warnings)
-        status = f"ok ({count} warning{'s' if count != 1 else ''})" if count else "ok"
         body.append(identity + [
-            status, fmt(latency.median, ".3f"), fmt(latency.p99, ".3f"), str(latency.n),
+            ok_status(row), fmt(latency.median, ".3f"), fmt(latency.p99, ".3f"), str(latency.n),
             fmt(row.throughput_ips, ",.1f"),
             fmt(speedup.get(id(row)), ".2f", "×"), tflops, memory_cell(row), parity_cell(row),
         ])
@@ -173,17 +164,13 @@ def render_markdown(run: RunFile) -> str:
     numeric = {"batch", "median ms", "p99 ms", "n", "img/s", "vs eager", "TFLOP/s"}
     lines = [f"### resbench run: {name}", "", environment_line(run), "",
              f"<sub>{timing_contract(run)}</sub>", "",
-             "| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if h in numeric else "---" for h in headers) + "|"]
-    lines += ["| " + " | ".join(_escape(cell) for cell in cells) + " |" for cells in body]
+             *markdown_table(headers, ([_escape(cell) for cell in cells] for cells in body), numeric)]
     lines += serving_markdown(run)
     warned = [row for row in run.rows if row.warnings]
     if warned:
         lines += ["", "<details><summary>Warnings</summary>", ""]
         for row in warned:
-            label = f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
-            label += f" {row.scenario}" if row.scenario else ""
-            lines += [f"- {label}: {_escape(w)}" for w in row.warnings]
+            lines += [f"- {row_label(row)}: {_escape(w)}" for w in row.warnings]
         lines += ["", "</details>"]
     lines.append("")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from resbench.doubts import doubts
 from resbench.report.console import speedups
+from resbench.report.tables import row_label
 from resbench.results import ResultRow
 
 MAX_ROWS = 80          # per-row plots (distributions, memory) show at most this many rows
@@ -46,7 +47,8 @@ class Plot:
     png_base64: str
 
 
-def _png(fig: Figure) -> str:
+def encode_png(fig: Figure) -> str:
+    """The figure as a base64 PNG (no timestamp or software tag, so equal plots give equal bytes)."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
@@ -110,8 +112,7 @@ def _log_axis(axis: Axis, values: Sequence[float]) -> None:
 
 
 def _label(row: ResultRow) -> str:
-    mark = "! " if doubts(row) else ""
-    return f"{mark}{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
+    return ("! " if doubts(row) else "") + row_label(row)  # latency rows only: no scenario
 
 
 def _row_axis(fig: Figure, rows: Sequence[ResultRow], labels: Sequence[str]) -> Axes:
@@ -168,7 +169,7 @@ def latency_vs_batch(rows: Sequence[ResultRow]) -> Plot | None:
     _shared_legend(fig, axes)
     return Plot("latency-vs-batch", "Latency vs batch size",
                 "Median latency per call against batch size, one panel per model and dtype, one line per "
-                "backend; error bars are the median's 95% CI.", _png(fig))
+                "backend; error bars are the median's 95% CI.", encode_png(fig))
 
 
 def throughput_vs_depth(rows: Sequence[ResultRow]) -> Plot | None:
@@ -199,7 +200,7 @@ def throughput_vs_depth(rows: Sequence[ResultRow]) -> Plot | None:
     _shared_legend(fig, axes)
     return Plot("throughput-vs-depth", "Throughput vs depth",
                 "Images per second (batch / median latency) against the model's depth, at the largest batch "
-                "size measured for each dtype, one line per backend.", _png(fig))
+                "size measured for each dtype, one line per backend.", encode_png(fig))
 
 
 def speedup_over_eager(rows: Sequence[ResultRow]) -> Plot | None:
@@ -225,7 +226,7 @@ def speedup_over_eager(rows: Sequence[ResultRow]) -> Plot | None:
     return Plot("speedup", "Speedup over eager",
                 "Eager's median latency divided by each backend's, for the same model, dtype, batch and "
                 "image size; above 1 is faster than eager. Rows marked ! were measured under contention or "
-                "noise.", _png(fig))
+                "noise.", encode_png(fig))
 
 
 def latency_distribution(rows: Sequence[ResultRow]) -> Plot | None:
@@ -252,7 +253,7 @@ def latency_distribution(rows: Sequence[ResultRow]) -> Plot | None:
                fontsize=8, loc="outside upper center", ncols=4, frameon=False)
     return Plot("distribution", "Latency distributions (p50 / p90 / p99)",
                 "Per case: the median, the p50-p90 band, p99 (nearest-rank) and the full range of the raw "
-                "samples. Rows marked ! were measured under contention or noise.", _png(fig))
+                "samples. Rows marked ! were measured under contention or noise.", encode_png(fig))
 
 
 MEMORY_KINDS = ("own (per backend)", "GPU process (NVML)", "process peak RSS")
@@ -286,7 +287,7 @@ def peak_memory(rows: Sequence[ResultRow]) -> Plot | None:
                 "Per case: the backend's own footprint when measured (CPU: RSS growth from its prepare + "
                 "peak growth during its timed calls; GPU: torch allocator bytes it holds + graph pools + one "
                 "call's peak), comparable across the runtimes of a group; otherwise a process-wide figure, "
-                "named, which includes every backend the process measured.", _png(fig))
+                "named, which includes every backend the process measured.", encode_png(fig))
 
 
 def all_plots(rows: Sequence[ResultRow]) -> list[Plot]:

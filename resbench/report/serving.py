@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from resbench.report.tables import html_table, markdown_table, ok_status, status_reason
 from resbench.results import ResultRow, RunFile
 
 HEADERS = ["model", "runtime", "dtype", "scenario", "status", "QPS", "p90 ms", "p99 ms", "Server bound", "batch",
@@ -74,14 +75,12 @@ def cells(row: ResultRow) -> list[str]:
     identity = [row.model, row.backend_label, row.dtype, row.scenario or "—"]
     serving = row.serving
     if row.status != "ok" or serving is None:
-        return identity + [f"{row.status}: {row.reason or 'no reason recorded'}"] + ["—"] * (len(HEADERS) - 5)
-    status = "ok" + (f" ({len(row.warnings)} warning{'s' if len(row.warnings) != 1 else ''})" if row.warnings
-                     else "")
+        return identity + [status_reason(row)] + ["—"] * (len(HEADERS) - 5)
     batching = serving.batching
     accuracy = serving.accuracy
     top1 = "—" if accuracy is None else f"{accuracy.samples - len(accuracy.mismatched)}/{accuracy.samples}"
     return identity + [
-        status, _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
+        ok_status(row), _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
         _latency(serving.latency_ms.p99), bound_text(row),
         f"{batching.batch_size} (fill {batching.mean_fill:.0%})", verdict_text(row), top1, serving.log_dir,
     ]
@@ -147,9 +146,7 @@ def markdown_lines(run: RunFile) -> list[str]:
     if not rows:
         return ["", "#### Serving (MLPerf LoadGen)", "", skipped] if skipped else []
     lines = ["", f"#### Serving (MLPerf LoadGen, {mode_line(rows)})", "", f"<sub>{ABOUT}</sub>", "",
-             "| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---:" if h in NUMERIC else "---" for h in HEADERS) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in rows]
+             *markdown_table(HEADERS, ([cell.replace("|", "\\|") for cell in cells(row)] for row in rows), NUMERIC)]
     return lines + (["", skipped] if skipped else [])
 
 
@@ -161,17 +158,11 @@ def html_section(run: RunFile) -> str:
     skipped = skipped_line(run.rows)
     if not rows:
         return f'<h2 id="serving">Serving (MLPerf LoadGen)</h2>\n<p>{html.escape(skipped)}</p>' if skipped else ""
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS) + "</tr>"
-    body = []
-    for row in rows:
-        css = "" if row.status == "ok" else ' class="bad"'
-        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if h in NUMERIC else f"<td>{html.escape(c)}</td>"
-                      for h, c in zip(HEADERS, cells(row), strict=True))
-        body.append(f"<tr{css}>{tds}</tr>")
+    table = html_table(HEADERS, [cells(row) for row in rows], NUMERIC,
+                       ["" if row.status == "ok" else "bad" for row in rows])
     plot = latency_vs_qps(rows)
     figure = "" if plot is None else (
         f'<figure><img alt="{html.escape(plot.title)}" src="data:image/png;base64,{plot.png_base64}">'
         f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>")
     return (f'<h2 id="serving">Serving (MLPerf LoadGen, {html.escape(mode_line(rows))})</h2>\n'
-            f'<p class="contract">{html.escape(ABOUT)}</p>\n<table>\n{head}\n' + "\n".join(body) +
-            f"\n</table>\n<p>{html.escape(skipped)}</p>\n{figure}")
+            f'<p class="contract">{html.escape(ABOUT)}</p>\n{table}\n<p>{html.escape(skipped)}</p>\n{figure}')

@@ -7,18 +7,14 @@ and a cross its SingleStream figure (one sample at a time). Matplotlib on the Ag
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from resbench.report.plots import Plot
+from resbench.report.plots import Plot, encode_png
 from resbench.results import ResultRow
 
-DPI = 96
 PANEL = (7.0, 4.0)
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 PLAIN_2_5 = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")
@@ -85,11 +81,4 @@ def latency_vs_qps(rows: Sequence[ResultRow]) -> Plot | None:
     return Plot("serving-latency-qps", "Serving: p99 latency vs QPS",
                 "Per runtime, LoadGen Server runs: p99 latency (issue to completion) against the QPS it "
                 "completed; filled points held the p99 bound (dashed), hollow ones missed it. Dotted "
-                "vertical: the Offline samples/s; cross: SingleStream.", _png(fig))
-
-
-def _png(fig: Figure) -> str:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+                "vertical: the Offline samples/s; cross: SingleStream.", encode_png(fig))

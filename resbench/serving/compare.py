@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from resbench.compare import DEFAULT_THRESHOLDS, CaseComparison, MetricVerdict, Verdict
+from resbench.report.tables import fmt, markdown_table
 from resbench.results import ResultRow
 
 LOWER_IS_BETTER = {"single-stream": True, "server": False, "offline": False}
@@ -64,10 +65,6 @@ def compare_serving(identity: tuple, base: ResultRow, cand: ResultRow,
 HEADERS = ["case", "figure", "baseline", "candidate", "Δ (worse > 0)", "verdict", "notes"]
 
 
-def _value(value: float) -> str:
-    return "—" if not math.isfinite(value) else f"{value:,.4g}"
-
-
 def rows_of(comparison) -> list[list[str]]:
     from resbench.compare import case_label
 
@@ -81,9 +78,8 @@ def rows_of(comparison) -> list[list[str]]:
             out.append([case_label(case.identity), "—", base, cand, "—", case.verdict.value, "; ".join(case.notes)])
             continue
         metric = case.metrics[0]
-        delta = "—" if not math.isfinite(metric.delta) else f"{metric.delta:+.1%}"
-        out.append([case_label(case.identity), metric.metric, _value(metric.base_ms), _value(metric.cand_ms), delta,
-                    case.verdict.value, "; ".join([*case.regressions, *case.notes])])
+        out.append([case_label(case.identity), metric.metric, fmt(metric.base_ms, ",.4g"), fmt(metric.cand_ms, ",.4g"),
+                    fmt(metric.delta, "+.1%"), case.verdict.value, "; ".join([*case.regressions, *case.notes])])
     return out
 
 
@@ -107,7 +103,6 @@ def markdown_lines(comparison) -> list[str]:
     body = rows_of(comparison)
     if not body:
         return []
-    lines = ["#### Serving (MLPerf LoadGen)", "", "| " + " | ".join(HEADERS) + " |",
-             "|" + "|".join("---" for _ in HEADERS) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+    lines = ["#### Serving (MLPerf LoadGen)", "",
+             *markdown_table(HEADERS, ([cell.replace("|", "\\|") for cell in cells] for cells in body))]
     return [*lines, "", RULE, ""]

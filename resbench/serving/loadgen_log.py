@@ -34,9 +34,6 @@ class Summary:
     lines: dict[str, str] = field(default_factory=dict)         # key -> its line as LoadGen wrote it
     blocks: dict[str, list[str]] = field(default_factory=dict)  # "Recommendations" -> bullets, unwrapped
 
-    def text(self, key: str) -> str | None:
-        return self.values.get(key)
-
     def number(self, key: str) -> float | None:
         value = self.values.get(key)
         try:

@@ -43,33 +43,27 @@ def search(probe: Callable[[float], bool], start_qps: float, precision: float = 
     missed: float | None = None
 
     def run(qps: float) -> bool:
+        """Probe `qps` and move the bracket: it becomes the highest held or the lowest missed QPS."""
+        nonlocal held, missed
         outcome = ProbeOutcome(qps, probe(qps))
         probes.append(outcome)
+        if outcome.held:
+            held = qps
+        else:
+            missed = qps
         return outcome.held
 
     qps = start_qps
     if run(qps):
-        held = qps
         while missed is None and len(probes) < max_probes:
             qps *= 2
-            if run(qps):
-                held = qps
-            else:
-                missed = qps
+            run(qps)
     else:
-        missed = qps
         halvings = 0
         while held is None and halvings < max_halvings and len(probes) < max_probes:
             qps /= 2
             halvings += 1
-            if run(qps):
-                held = qps
-            else:
-                missed = qps
+            run(qps)
     while held is not None and missed is not None and missed / held > 1 + precision and len(probes) < max_probes:
-        qps = math.sqrt(held * missed)
-        if run(qps):
-            held = qps
-        else:
-            missed = qps
+        run(math.sqrt(held * missed))
     return held, probes

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from resbench.errors import UsageError, one_of
+from resbench.report.tables import status_reason
 from resbench.results import ResultRow, RunFile
 from resbench.suite import SCENARIOS
 
@@ -76,7 +77,7 @@ def _qps_under(row: ResultRow, max_p99_ms: float | None) -> tuple[float | None, 
 
 def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None) -> Candidate:
     if row.status != "ok" or row.serving is None:
-        return Candidate(row, None, f"{row.status}: {row.reason or 'no reason recorded'}")
+        return Candidate(row, None, status_reason(row))
     if (row.model, row.backend_label, row.dtype) in failing_parity:
         return Candidate(row, None, "fails parity in this run's latency rows")
     serving = row.serving

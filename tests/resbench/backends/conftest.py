@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from resbench import parity
+from resbench import calibration, parity
 from resbench.dtypes import torch_dtype
 from resbench.models.random_init import randomize_
 from resbench.models.registry import ModelSpec
@@ -79,6 +79,12 @@ def case():
     return make_case
 
 
+@pytest.fixture(name="make_case")
+def make_case_fixture():
+    """`make_case` under its own name, for the test modules that call it so."""
+    return make_case
+
+
 def example_input(case: Case) -> torch.Tensor:
     """The runner's timing input: seeded, in the run dtype and memory format, on the case's device."""
     generator = torch.Generator().manual_seed(0)
@@ -106,6 +112,18 @@ def parity_verdict(fn, case: Case, model: nn.Module = _TINY, samples: int = 8):
         out = parity.run_on_parity_batch(fn, images, case.batch_size, torch_dtype(case.dtype), fmt, device)
     eager_error = parity.error_metrics(eager_out, reference).rel_l2
     return parity.verdict(parity.error_metrics(out, reference), case.dtype, eager_error, is_eager=False)
+
+
+def raw_pixels(samples: int, image_size: int, seed: int) -> torch.Tensor:
+    """The classic int8 mistake's calibration set: raw 0-255 pixels, for a model fed normalised images."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (samples, 3, image_size, image_size), generator=generator).float()
+
+
+@pytest.fixture
+def calibrate_on_raw_pixels(monkeypatch):
+    """Every int8 backend of the test calibrates on `raw_pixels` (calibration.calibration_images replaced)."""
+    monkeypatch.setattr(calibration, "calibration_images", raw_pixels)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import torch
 
 from resbench import calibration
 from resbench.backends import get_backend
@@ -17,11 +16,6 @@ from resbench.suite import parse_suite
 
 def suite_with(backend_entry: str, dtypes: str = "[int8]") -> str:
     return f"name: t\nmodels: [resnet18]\nbackends:\n  - {backend_entry}\nbatch_sizes: [1]\ndtypes: {dtypes}\n"
-
-
-@pytest.fixture
-def make_case(case):
-    return case
 
 
 @pytest.fixture(autouse=True)
@@ -93,14 +87,10 @@ def test_int8_row_runs_a_kept_qdq_model_and_passes_parity(make_case, tiny_model,
     assert verdict.rule.startswith("int8 agrees on top-1 for ")
 
 
-def test_calibrating_on_unnormalised_pixels_fails_parity(make_case, tiny_model, example, check_parity, monkeypatch):
+def test_calibrating_on_unnormalised_pixels_fails_parity(make_case, tiny_model, example, check_parity,
+                                                         calibrate_on_raw_pixels):
     """The classic int8 mistake: calibrate on raw 0-255 pixels while the model is fed normalised images;
     every activation range is ~60x too wide, so the model quantizes its real inputs to a few levels."""
-    def raw_pixels(samples: int, image_size: int, seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randint(0, 256, (samples, 3, image_size, image_size), generator=generator).float()
-
-    monkeypatch.setattr(calibration, "calibration_images", raw_pixels)
     case = make_case("onnxruntime", "int8", batch_size=2)
     fn = get_backend("onnxruntime").prepare(tiny_model, example(case), case)
 

@@ -22,11 +22,6 @@ ov = pytest.importorskip("openvino", reason="openvino not installed (pip install
 CPU_CAPABILITIES = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@pytest.fixture
-def make_case(case):
-    return case
-
-
 def test_hint_is_latency_at_batch_one_and_throughput_above():
     assert performance_hint(OpenVinoOptions(), 1) == "LATENCY"
     assert performance_hint(OpenVinoOptions(), 8) == "THROUGHPUT"

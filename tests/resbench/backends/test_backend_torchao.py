@@ -8,16 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resbench import calibration
 from resbench.backends import get_backend
 from resbench.backends import torchao as torchao_backend
 
 pytest.importorskip("torchao", reason="torchao not installed (pip install 'resbench[torchao]')")
-
-
-@pytest.fixture
-def make_case(case):
-    return case
 
 
 def test_only_int8_rows_and_only_on_a_cpu(make_case):
@@ -56,11 +50,7 @@ def test_sound_calibration_quantizes_every_conv_and_passes_parity(make_case, tin
     assert verdict.passed, verdict.rule
 
 
-def test_calibrating_on_unnormalised_pixels_fails_parity(make_case, tiny_model, example, check_parity, monkeypatch):
-    def raw_pixels(samples: int, image_size: int, seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randint(0, 256, (samples, 3, image_size, image_size), generator=generator).float()
-
-    monkeypatch.setattr(calibration, "calibration_images", raw_pixels)
+def test_calibrating_on_unnormalised_pixels_fails_parity(make_case, tiny_model, example, check_parity,
+                                                         calibrate_on_raw_pixels):
     _, verdict = _judge(make_case, tiny_model, example, check_parity)
     assert not verdict.passed and verdict.rule.startswith("int8 FAILS: "), verdict.rule
