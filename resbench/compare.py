@@ -278,12 +278,13 @@ def decide(base: Sequence[float], cand: Sequence[float], metric: str, min_effect
 
 
 def _sm_clock(row: ResultRow) -> float | None:
-    """The median SM clock (MHz) recorded for a row, or None without clock telemetry."""
+    """The median SM clock (MHz) recorded for a row (telemetry.summarize: `{min, median, max}`), or None
+    without clock telemetry."""
     clocks = row.telemetry.get("sm_clock_mhz")
-    if not isinstance(clocks, list):
+    median = clocks.get("median") if isinstance(clocks, dict) else None
+    if not isinstance(median, int | float) or isinstance(median, bool) or not median > 0:
         return None
-    values = [float(c) for c in clocks if isinstance(c, int | float) and not isinstance(c, bool) and c > 0]
-    return sorted_median(sorted(values)) if values else None
+    return float(median)
 
 
 def compare_metric(base: ResultRow, cand: ResultRow, metric: str, min_effect: float,

@@ -23,6 +23,8 @@ from resbench.errors import ResbenchError, RunFileError, UsageError
 from resbench.report.comparison import render_markdown
 from resbench.results import Memory, Parity, ResultRow, RunFile
 from resbench.stats import summarize
+from resbench.telemetry import ClockSample
+from resbench.telemetry import summarize as summarize_clocks
 
 ENV = {"resbench": "0.1.0", "git_sha": "aaaa", "created": "2025-01-01T00:00:00+00:00", "device": "Test GPU",
        "driver": "560.35", "torch": "2.13.0"}
@@ -227,6 +229,13 @@ def test_skipped_on_both_sides_is_not_a_regression():
     assert comparison.cases[1].verdict is Verdict.NOT_RUN and comparison.exit_code == 0
 
 
+
+def clocked(sm_mhz: float, **extra) -> dict:
+    """A row's telemetry as a GPU run records it (telemetry.summarize over NVML readings at `sm_mhz`)."""
+    readings = [ClockSample(t=i * 0.1, sm_mhz=sm_mhz, mem_mhz=2619.0, power_w=400.0, temperature_c=50.0, reasons=0)
+                for i in range(10)]
+    return {**summarize_clocks(readings, default_sm_mhz=1980.0), **extra}
+
 def test_throttled_row_is_ambiguous():
     base = run([row(seed=1, cv=0.1, n=200)])     # overlapping samples: the throttle may explain the shift
     cand = run([row(median_ms=13, seed=2, cv=0.1, n=200, telemetry={"throttled": True})])
@@ -236,19 +245,19 @@ def test_throttled_row_is_ambiguous():
 
 def test_cycle_space_disagreement_is_ambiguous():
     """20% slower in time, but the SM clock fell 20%: the same number of cycles, so not a code regression."""
-    base = run([row(seed=1, cv=0.1, n=200, telemetry={"sm_clock_mhz": [1980.0] * 10})])
-    cand = run([row(seed=2, median_ms=12.0, cv=0.1, n=200, telemetry={"sm_clock_mhz": [1650.0] * 10})])
+    base = run([row(seed=1, cv=0.1, n=200, telemetry=clocked(1980.0))])
+    cand = run([row(seed=2, median_ms=12.0, cv=0.1, n=200, telemetry=clocked(1650.0))])
     case = compare_runs(base, cand).cases[0]
     assert case.verdict is Verdict.AMBIGUOUS and "cycles say SAME" in case.notes[0]
-    steady = run([row(seed=2, median_ms=12.0, cv=0.1, n=200, telemetry={"sm_clock_mhz": [1980.0] * 10})])
+    steady = run([row(seed=2, median_ms=12.0, cv=0.1, n=200, telemetry=clocked(1980.0))])
     assert compare_runs(base, steady).cases[0].verdict is Verdict.SLOWER
 
 
 def test_separation_is_decisive_whatever_the_telemetry_says():
     """Every candidate sample slower by more than the threshold: SLOWER even when throttled or at a lower
     clock (the reason says so); the workflow's rerun in the reverse order filters a one-off clock drop."""
-    base = run([row(seed=1, telemetry={"sm_clock_mhz": [1980.0] * 10})])
-    cand = run([row(seed=2, median_ms=13.0, telemetry={"sm_clock_mhz": [1650.0] * 10, "throttled": True})])
+    base = run([row(seed=1, telemetry=clocked(1980.0))])
+    cand = run([row(seed=2, median_ms=13.0, telemetry=clocked(1650.0, throttled=True))])
     case = compare_runs(base, cand).cases[0]
     assert case.verdict is Verdict.SLOWER
     assert "candidate throttled" in case.notes[0] and "SM clock 1980 -> 1650 MHz" in case.notes[0]
