@@ -32,3 +32,15 @@ def test_run_group_reports_each_stage_and_streams_rows():
     assert measured.telemetry == {"status": "not available: CPU run (NVML reports GPUs only)"}
     assert "in-process" in measured.memory.source and measured.memory.process_mb > 0
     assert measured.parity is not None and measured.parity.passed
+
+
+def test_a_group_with_nothing_measured_computes_no_reference():
+    """Every backend skipped: the rows say why, and the fp64 reference (a full forward in fp64, seconds for
+    a deep model) is never computed."""
+    cases = faults.cpu_cases(backends=[{"name": "eager", "cuda_graphs": True}, "tensorrt"])
+    stages: list[tuple[int | None, str]] = []
+
+    rows = run_group(cases, on_stage=lambda i, s: stages.append((i, s)))
+
+    assert [r.status for r in rows] == ["skipped", "skipped"]
+    assert (None, "parity reference") not in stages and stages == [(None, "building model")]
