@@ -41,9 +41,9 @@ def latency_vs_qps(rows: Sequence[ResultRow]) -> Plot | None:
         return None
     fig = Figure(figsize=(PANEL[0] * min(2, len(panels)), PANEL[1] * -(-len(panels) // 2)), layout="constrained")
     columns = min(2, len(panels))
-    bounds = set()
     for number, ((model, dtype), members) in enumerate(panels.items(), start=1):
         axis = fig.add_subplot(-(-len(panels) // columns), columns, number)
+        bounds = set()  # this panel's Server bounds only
         runtimes: dict[str, dict[str, ResultRow]] = {}
         for row in members:
             runtimes.setdefault(row.backend_label, {})[row.scenario] = row

@@ -131,3 +131,20 @@ def test_reports_show_a_serving_table_and_plot() -> None:
     assert "serving (MLPerf LoadGen)" in text and "INVALID: min duration not satisfied" in text
     csv = render_csv(run)
     assert "scenario" in csv.splitlines()[0] and ",server,INVALID,100.0," in csv
+
+
+def test_each_latency_plot_panel_draws_only_its_own_server_bound(monkeypatch) -> None:
+    from resbench.report import serving_plots
+
+    figures = []
+    monkeypatch.setattr(serving_plots, "encode_png", lambda fig: figures.append(fig) or "")
+    fp32 = serving_row("eager", "server", 100, 10, probes=[(100, 10), (200, 30)])
+    bf16 = serving_row("eager", "server", 100, 10, probes=[(100, 10)], dtype="bf16")
+    bf16 = bf16.model_copy(update={"serving": bf16.serving.model_copy(update={"latency_bound_ms": 50.0})})
+
+    assert serving_plots.latency_vs_qps([fp32, bf16]) is not None
+
+    (figure,) = figures
+    bounds = [sorted(line.get_ydata()[0] for line in axis.lines if line.get_linestyle() == "--")
+              for axis in figure.axes]
+    assert bounds == [[BOUND], [50.0]]
