@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from resbench.suite import Case
 
-CALIBRATION_SEED_OFFSET = 20_000  # parity images use 10_000 + seed, the timing input seed itself
+CALIBRATION_SEED_OFFSET = 20_000  # parity images use 10_000 + seed, the serving QSL 30_000 + seed, timing seed
 DEFAULT_SAMPLES = 32
 
 
