@@ -68,9 +68,9 @@ def merge_runs(runs: Sequence[tuple[str, RunFile]], only_device: str | None = No
 def _check_consistent(runs: Sequence[tuple[str, RunFile]]) -> None:
     first_name, first = runs[0]
     for name, run in runs[1:]:
-        if run.suite != first.suite:
+        if differences := run.suite_differences(first.suite):
             raise RunFileError(f"cannot merge {name!r} with {first_name!r}: their suites differ "
-                               f"(in: {', '.join(run.suite_differences(first.suite))})")
+                               f"(in: {', '.join(differences)})")
         for key in SOFTWARE_KEYS:
             if run.env.get(key) != first.env.get(key):
                 raise RunFileError(f"cannot merge {name!r} with {first_name!r}: env {key} is "

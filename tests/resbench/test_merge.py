@@ -92,6 +92,15 @@ def test_inconsistent_runs_are_refused(change, fragment):
     assert fragment in str(error.value) and "\n" not in str(error.value)
 
 
+def test_suites_differing_only_by_a_key_added_since_merge():
+    """A shard written before a suite key existed (no `threads`) and one written after (`threads: None`)
+    record the same suite: merge joins them, as --resume would continue either."""
+    cases = faults.cpu_cases(batch_sizes=[1, 2])
+    older = run_of(cases[:1], suite={"name": "s"}, env={"shard": "1/2"})
+    newer = run_of(cases[1:], suite={"name": "s", "threads": None}, env={"shard": "2/2"})
+    assert len(merge_runs([("a.json", older), ("b.json", newer)]).rows) == 2
+
+
 def test_runs_from_two_machines_record_where_each_row_ran():
     cases = faults.cpu_cases(batch_sizes=[1, 2])
     merged = merge_runs([("a.json", run_of(cases[:1])),
