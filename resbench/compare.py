@@ -63,6 +63,9 @@ VOLATILE_ENV_KEYS = frozenset({"created", "git_sha", "git_dirty", "git_branch", 
 # Per-machine detail of Ray runs and merged shards (node ids, each file's time): the top-level keys hold
 # the machines' common values (ray_cluster.py, merge.py), which are compared.
 PER_MACHINE_ENV_KEYS = frozenset({"nodes", "merged_from"})
+# The load probe at a run's start (load average, other processes' cores): a moment, not the machine, and
+# different in any two runs; each row carries its own contention record (`system`).
+VOLATILE_ENV_PREFIXES: tuple[str, ...] = ("system.at_start.",)
 
 
 class Verdict(str, Enum):
@@ -457,7 +460,7 @@ def environment_differences(base: RunFile, cand: RunFile) -> list[str]:
     flat_base, flat_cand = _flatten(base.env), _flatten(cand.env)
     lines = []
     for key in sorted(set(flat_base) | set(flat_cand)):
-        if key.split(".")[0] in VOLATILE_ENV_KEYS | PER_MACHINE_ENV_KEYS:
+        if key.split(".")[0] in VOLATILE_ENV_KEYS | PER_MACHINE_ENV_KEYS or key.startswith(VOLATILE_ENV_PREFIXES):
             continue
         b, c = flat_base.get(key, "(absent)"), flat_cand.get(key, "(absent)")
         if b != c:

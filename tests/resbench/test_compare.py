@@ -271,6 +271,21 @@ def test_environment_differences_are_reported():
     assert "environments differ" in render_markdown(comparison)
 
 
+def test_start_of_run_load_probe_is_not_an_environment_difference():
+    # Every two runs differ in the load probe taken at their start (load average, other processes' cores,
+    # the probe's window): those are moments, not the machine or the stack, and each row already carries
+    # its own contention record. The thread policy is configuration and still counts.
+    def system(load: float, threads: int) -> dict:
+        return {"at_start": {"cores": 2, "window_s": 0.5 + load / 100, "other_cores": load, "busy": load > 0.2,
+                             "load_avg": [load, load, load]},
+                "thread_policy": {"threads": threads}}
+    base = run(list(matrix(seed=1).rows), system=system(0.1, 2))
+    cand = run(list(matrix(seed=2).rows), system=system(1.6, 2))
+    assert compare_runs(base, cand).env_differences == ()
+    cand = run(list(matrix(seed=2).rows), system=system(1.6, 1))
+    assert compare_runs(base, cand).env_differences == ("system.thread_policy.threads: 2 -> 1",)
+
+
 # ------------------------------------------------------------------------------------------ input errors
 
 
