@@ -82,8 +82,8 @@ def _headers(comparison: Comparison) -> tuple[list[str], list[str]]:
 
 def _rules_line(comparison: Comparison) -> str:
     gates = ", ".join(f"{metric}:{fraction:.0%}" for metric, fraction in comparison.thresholds.items())
-    insufficient = ("INSUFFICIENT (allowed by --allow-insufficient)" if comparison.allow_insufficient
-                    else "INSUFFICIENT fails the gate")
+    insufficient = ("passes under --allow-insufficient" if comparison.allow_insufficient
+                    else "fails the gate")
     return (f"Gates: {gates}. SLOWER = Mann-Whitney U p < {comparison.alpha:.2g} ({P_THRESHOLD} / cases "
             f"compared) and Δ ≥ threshold and the {CI_LEVEL:.0%} bootstrap CI of Δ above 0, or every candidate "
             f"sample slower than every baseline sample by more than the threshold; SAME = the whole CI within "
