@@ -65,8 +65,8 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Run file to write (default runs/<suite>/<time>.json)")] = None,
     resume: Annotated[Path | None, typer.Option(help="Run file of an interrupted run: measure only the "
                                                         "cases that are missing or did not finish")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: the suite's, auto = cuda if "
-                                                       "available)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default: the suite's "
+                                                       "device; auto = cuda if available)")] = None,
     repeat: Annotated[int | None, typer.Option(help="Measure the whole suite K times; rows report the "
                                                     "run-to-run spread of the medians (default 1; --resume "
                                                     "reuses the run file's)")] = None,
@@ -223,7 +223,8 @@ def _terminate(signum: int, _frame: object) -> None:
 
 @app.command()
 def merge(
-    runs: Annotated[list[Path], typer.Argument(help="Run files to join: the shards of one suite (--shard I/N)")],
+    runs: Annotated[list[Path], typer.Argument(help="Run files to join: the shards of one suite "
+                                                        "(--shard I/N), or its runs on several machines")],
     out: Annotated[Path, typer.Option(help="Run file to write")],
     only_device: Annotated[str | None, typer.Option(
         "--only-device", help="Keep only the rows measured on this device (GPU or CPU model): splits a run "
@@ -274,7 +275,7 @@ def _cell(value: object) -> str:
 
 @app.command()
 def env(
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default auto: cuda if available)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Versions, device, and which backends can run here (with the reason when not)."""
@@ -365,13 +366,16 @@ def recommend(
     batch: Annotated[int | None, typer.Option("--batch", help="Only this batch size")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="Only this dtype: fp32|tf32|fp16|bf16|int8")] = None,
     max_p99_ms: Annotated[float | None, typer.Option(
-        "--max-p99-ms", help="Exclude runtimes whose p99 latency exceeds this")] = None,
+        "--max-p99-ms", help="Exclude runtimes whose p99 latency exceeds this (--scenario server: "
+                        "in every Server run at the QPS it picks)")] = None,
     max_memory_gb: Annotated[float | None, typer.Option(
-        "--max-memory-gb", help="Exclude runtimes whose peak memory exceeds this")] = None,
+        "--max-memory-gb", help="Exclude runtimes whose own memory (memory.backend_mb) exceeds "
+                           "this; process-wide figures are never checked")] = None,
     min_cosine: Annotated[float | None, typer.Option(
         "--min-cosine", help="Exclude runtimes whose output cosine to the reference is below this")] = None,
     objective: Annotated[str, typer.Option(
-        "--objective", help="latency (lowest p99) or throughput (highest images/s)")] = "latency",
+        "--objective", help="latency (lowest median latency) or throughput (highest images/s); "
+                       "p99 is shown, never ranked on")] = "latency",
     scenario: Annotated[str | None, typer.Option(
         "--scenario", help="Recommend from the serving rows of a LoadGen scenario: single-stream (lowest p90), "
                            "server (highest QPS under the p99 bound) or offline (highest samples/s)")] = None,
