@@ -101,11 +101,12 @@ def prepared_callable(model: str, backend: str, batch: int, image_size: int, dev
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--backend", default="eager")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--model", default="resnet50", help="model name, as in a suite (default resnet50)")
+    parser.add_argument("--backend", default="eager", help="backend name (default eager)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--image-size", type=int, default=224, help="image size in px (default 224)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"),
+                        help="default cuda if available, else cpu")
     parser.add_argument("--seconds", type=float, default=5.0, help="time per timer per round (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")

@@ -10,6 +10,10 @@
 # exactly. typing-extensions, which the image has, goes to DEST/fallback: installed only if pydantic does not
 # import with the image's own.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set /p' "$0" | sed '$d'; exit 0 ;;
+  -*) echo "$(basename "$0"): unknown option '$1'; usage: $(basename "$0") [DEST] (default .whl), or --help" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 DEST=${1:-.whl}
 PINS=(pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2)
