@@ -15,8 +15,10 @@ import torch
 
 import resbench
 
-OPTIONAL_PACKAGES = ("triton", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch-tensorrt",
-                     "torchvision", "timm", "nvidia-ml-py")
+# Every runtime an extra installs (pyproject.toml; tests/resbench/test_environment.py checks), plus the model zoos:
+# `merge` refuses runs whose versions differ and `compare` warns, so each must be recorded.
+OPTIONAL_PACKAGES = ("triton", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "torchao",
+                     "tensorrt", "torch-tensorrt", "mlcommons-loadgen", "ray", "torchvision", "timm", "nvidia-ml-py")
 
 
 def _version(package: str) -> str | None:
