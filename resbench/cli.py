@@ -244,7 +244,7 @@ def merge(
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="models | backends | suites")],
+    what: Annotated[str, typer.Argument(help="models | backends | suites (the YAML files in ./suites)")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """List models (params, GFLOPs at 224x224), backends (availability), or suites."""
@@ -254,6 +254,9 @@ def list_(
     if what not in kinds:
         raise UsageError(f"cannot list {what!r}; {one_of(kinds)}")
     columns, rows = kinds[what]()
+    if what == "suites" and not rows:
+        stderr.print(f"no suite files in {listing.SUITES_DIR.resolve()}: `resbench list suites` reads ./suites; "
+                     "run it from the root of a resbench checkout", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         stdout.print_json(json.dumps(rows))
         return

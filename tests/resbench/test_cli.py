@@ -49,6 +49,14 @@ def test_list_models_json() -> None:
     assert rows["resnet50"]["params"] == 25_557_032 and rows["resnet50"]["gflops_224"] == pytest.approx(8.178)
 
 
+def test_list_suites_outside_a_checkout_says_where_it_looked(tmp_path: Path) -> None:
+    # It reads ./suites: from another folder it printed an empty table and nothing else.
+    result = subprocess.run([sys.executable, "-m", "resbench.cli", "list", "suites"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"no suite files in {tmp_path / 'suites'}" in " ".join(result.stderr.split())
+
+
 def test_list_backends_says_why_unavailable() -> None:
     result = resbench("list", "backends", "--json")
     assert result.returncode == 0, result.stderr
