@@ -109,7 +109,10 @@ def run(
         raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
     if wait_idle is not None and not wait_idle >= 0:
         raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
-    if wait_idle is not None and executor == "ray" and not no_isolation:
+    if no_isolation and executor not in ("workers", "in-process"):  # workers is the default: not a choice
+        raise UsageError(f"--no-isolation is --executor in-process; it cannot be combined with --executor "
+                         f"{executor}: give one of them")
+    if wait_idle is not None and executor == "ray":
         raise UsageError("--wait-idle watches this machine; with --executor ray the groups run on the cluster's "
                          "nodes: leave it out")
     shard_of = runner.parse_shard(shard) if shard is not None else None

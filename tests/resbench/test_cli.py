@@ -57,6 +57,18 @@ def test_list_suites_outside_a_checkout_says_where_it_looked(tmp_path: Path) -> 
     assert f"no suite files in {tmp_path / 'suites'}" in " ".join(result.stderr.split())
 
 
+def test_no_isolation_with_another_executor_is_refused(tmp_path: Path) -> None:
+    # --no-isolation is --executor in-process: with --executor ray it silently ran everything in this process.
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nmodels: [resnet18]\nbackends: [eager]\nbatch_sizes: [1]\ndtypes: [fp32]\n"
+                     "image_size: 32\ntiming: {warmup_s: 0, min_iters: 1, min_time_s: 0, max_time_s: 0.1}\n")
+    out = tmp_path / "run.json"
+    result = resbench("run", str(suite), "--no-isolation", "--executor", "ray", "--out", str(out))
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip() == ("error: --no-isolation is --executor in-process; it cannot be combined with "
+                                     "--executor ray: give one of them")
+
+
 def test_list_backends_says_why_unavailable() -> None:
     result = resbench("list", "backends", "--json")
     assert result.returncode == 0, result.stderr
