@@ -16,7 +16,8 @@ TABLE=0
 for arg in "$@"; do
   case "$arg" in
     --table) TABLE=1 ;;
-    *) echo "$(basename "$0"): unknown argument '$arg'; allowed: --table" >&2; exit 2 ;;
+    -h|--help) sed -n '2,/^set /p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "$(basename "$0"): unknown argument '$arg'; allowed: --table, --help" >&2; exit 2 ;;
   esac
 done
 if ! PYTHONPATH="$DIR" "$PY" -c "import triton, sys; sys.exit(triton.__version__ != '$VERSION')" 2>/dev/null; then
