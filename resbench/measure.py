@@ -23,7 +23,7 @@ import torch
 
 from resbench import hardware, memory, parity, system, telemetry
 from resbench import threads as thread_policy
-from resbench.backends import get_backend
+from resbench.backends import get_backend, shared_graph
 from resbench.backends.base import Forward, private_copy
 from resbench.dtypes import torch_dtype
 from resbench.environment import device_name
@@ -233,6 +233,14 @@ def run_group(cases: list[Case], progress: ProgressFn = lambda _msg: None, *,
     `on_stage(index, stage)` is called whenever the work moves to another case or stage (a worker reports
     it so that its parent can name the stage a crash or hang happened in); `on_row(index, row)` as soon
     as a case's row is final. `cost` (from `preflight`) saves counting the model's FLOPs again."""
+    try:
+        return _run_group(cases, progress, on_stage, on_row, cost)
+    finally:
+        shared_graph.release()  # the group's QDQ model, shared by its int8 backends, is its own
+
+
+def _run_group(cases: list[Case], progress: ProgressFn, on_stage: StageFn | None, on_row: RowFn | None,
+               cost: ModelCost | None) -> list[ResultRow]:
     first = cases[0]
     if first.scenario is not None:  # a runtime's serving scenarios (docs/serving.md)
         from resbench.serving.group import run_serving_group

@@ -24,7 +24,7 @@ from resbench.executors import Executor, Unit, get_executor
 from resbench.executors.model_check import Costs, ModelFault
 from resbench.measure import ProgressFn, base_row
 from resbench.models import ModelSpec, model_cost
-from resbench.results import ResultRow, RunFile
+from resbench.results import ResultRow, RunFile, RunFileWriter
 from resbench.suite import Case, Suite
 
 
@@ -285,6 +285,7 @@ class _RunFileSink:
         self.streamed: dict[int, dict[int, ResultRow]] = {}       # group -> case index -> row
         self.repetitions: dict[int, list[list[ResultRow]]] = {}   # group -> each finished repetition
         self.final: dict[int, list[ResultRow]] = {}                # group -> its rows
+        self.writer = RunFileWriter()
 
     def unit_starting(self, unit: Unit) -> None:
         if self.wait_idle_s is not None:
@@ -323,4 +324,4 @@ class _RunFileSink:
                 else:
                     rows[index] = row
         self.run.rows = rows
-        self.run.save(self.out)
+        self.writer.save(self.run, self.out)  # each row serialised once, not at every save (results.py)

@@ -10,7 +10,7 @@ ORT's CPU EP fuses into QLinearConv and OpenVINO reads as FakeQuantize.
 Measured on this 2-core CPU (ResNet-18, 64 px, 32 calibration images): 1-4 s; against fp64, cosine 0.998
 and top-1 agreement 14/16 (random weights; parity.py says why the verdict has two clauses).
 
-`row_graph` is the file a QDQ runtime loads for a row: the export, quantized for an int8 row.
+The export and quantization of a row, and their reuse within a group, are in shared_graph.py.
 
 The quantized model is the deployable artifact of an int8 row, so it is kept (not a temporary file):
 `<cache>/int8/<model>-<size>px-<method>-<samples>img-seed<seed>[-w<weights hash>].onnx`, written
@@ -33,11 +33,14 @@ from resbench import calibration
 from resbench.backends.base import PrepareError
 from resbench.backends.cache_dir import cache_dir, slug
 from resbench.backends.logs import quiet
-from resbench.backends.onnx_export import OnnxExport, export_onnx, first_line
-from resbench.dtypes import is_quantized
+from resbench.backends.onnx_export import first_line
 
 METHODS: dict[str, str] = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 CALIBRATION_BATCH = 8  # images per calibration run (the export's batch axis is dynamic)
+# quantize_static's settings (onnxruntime.quantization enum member names): what, with the calibration images
+# and range estimator, decides the QDQ model; shared_graph.py keys its reuse on them
+SETTINGS: dict[str, object] = {"quant_format": "QDQ", "per_channel": True, "weight_type": "QInt8",
+                               "activation_type": "QUInt8", "calibration_batch": CALIBRATION_BATCH}
 
 
 class QdqCalibration(calibration.CalibrationOptions):
@@ -62,34 +65,6 @@ class QuantizedOnnx:
                 "quantizer": _quantizer_version(), "quant_format": "QDQ (weights QInt8 per channel, "
                 "activations QUInt8)", "qdq_nodes": {"QuantizeLinear": self.quantize_linear,
                                                     "DequantizeLinear": self.dequantize_linear}}
-
-
-@dataclass(frozen=True)
-class RowGraph:
-    """The ONNX file a QDQ runtime (onnxruntime, openvino) loads for a row: the export, or for an int8 row
-    its kept QDQ model."""
-
-    exported: OnnxExport
-    quantized: QuantizedOnnx | None
-
-    @property
-    def path(self) -> Path:
-        return self.quantized.path if self.quantized is not None else self.exported.path
-
-    def artifacts(self) -> dict[str, object]:
-        return {**self.exported.artifacts(), **(self.quantized.artifacts() if self.quantized is not None else {})}
-
-
-def row_graph(case, model: torch.nn.Module, example: torch.Tensor, folder: Path, options: QdqCalibration) -> RowGraph:
-    """Export `model` on `example` into `folder` (export_onnx) and, for an int8 case, quantize it (quantize_for)."""
-    exported = export_onnx(model, example, folder / "model.onnx")
-    return RowGraph(exported, quantize_for(case, exported, options) if is_quantized(case.dtype) else None)
-
-
-def quantize_for(case, exported: OnnxExport, options: QdqCalibration) -> QuantizedOnnx:
-    """The case's int8 QDQ model, calibrated on its seeded calibration images, kept at `artifact_path`."""
-    return quantize_onnx(exported.path, artifact_path(case, options.method, options.samples),
-                         calibration.case_images(case, options), exported.input_name, options.method)
 
 
 def int8_numerics(options: QdqCalibration) -> dict[str, Any]:
@@ -142,9 +117,11 @@ def quantize_onnx(fp32_path: Path, out_path: Path, images: torch.Tensor, input_n
             # shape inference covers a CNN with a dynamic batch axis
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             quantize_static(
-                str(prepared), str(staged), _Batches(input_name, images.float(), CALIBRATION_BATCH),
-                quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                activation_type=QuantType.QUInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                str(prepared), str(staged), _Batches(input_name, images.float(), SETTINGS["calibration_batch"]),
+                quant_format=getattr(QuantFormat, SETTINGS["quant_format"]), per_channel=SETTINGS["per_channel"],
+                weight_type=getattr(QuantType, SETTINGS["weight_type"]),
+                activation_type=getattr(QuantType, SETTINGS["activation_type"]),
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
                 # No CalibMaxIntermediateOutputs: in ORT 1.32 reaching it discards the collected outputs
                 # unmerged ("No data is collected."); MinMax keeps only reduced min/max values anyway.
             )

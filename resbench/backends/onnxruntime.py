@@ -16,8 +16,9 @@ InferenceSession whose execution providers are tried in order of preference (Ten
 - ORT's intra-op pool gets `torch.get_num_threads()` threads: the run's thread policy (threads.py), read
   when the session is built and recorded in the row's numerics.
 - int8 (CPU EP): the fp32 export is quantized statically to a QDQ model (onnx_quantize.py: weights int8 per
-  channel, activations uint8, calibrated on seeded images, `calibration:` options); the session runs that
-  kept file, whose path is in the row. `prepare_s` holds export + calibration + quantization + session."""
+  channel, activations uint8, calibrated on seeded images, `calibration:` options), once per group for
+  this backend and openvino (shared_graph.py); the session runs that model, whose kept file's path is in
+  the row. `prepare_s` holds export + calibration + quantization + session, or session only on a reuse."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from pydantic import field_validator
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, cast_model, register
 from resbench.backends.onnx_export import first_line
-from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, row_graph
+from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics
+from resbench.backends.shared_graph import row_graph
 from resbench.dtypes import is_quantized
 
 INSTALL = 'pip install "resbench[onnx]"'

@@ -1,5 +1,6 @@
-"""OpenVINO: the torch.onnx export (for int8, the QDQ model the onnxruntime backend runs) compiled by
-OpenVINO for its CPU device (or an Intel GPU, `device: GPU`), with the precision pinned to the row's.
+"""OpenVINO: the torch.onnx export (for int8, the QDQ model the onnxruntime backend runs, made once per
+group: shared_graph.py) compiled by OpenVINO for its CPU device (or an Intel GPU, `device: GPU`), with the
+precision pinned to the row's.
 
 - Precision: `INFERENCE_PRECISION_HINT` is always set: f32 for fp32 and int8 rows (an int8 row's
   unquantized ops stay fp32; its Q/DQ pairs decide what runs in int8), bf16 / f16 for bf16 / fp16 rows.
@@ -34,7 +35,8 @@ import torch
 
 from resbench.backends.base import Backend, BackendOptions, Forward, PrepareError, register
 from resbench.backends.onnx_export import first_line
-from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics, row_graph
+from resbench.backends.onnx_quantize import QdqCalibration, int8_numerics
+from resbench.backends.shared_graph import row_graph
 from resbench.dtypes import is_quantized
 
 INSTALL = 'pip install "resbench[openvino]"'

@@ -51,6 +51,8 @@ def test_resnet18_int8_rows_have_parity_verdicts(tmp_path, monkeypatch):
     kept = Path(onnxruntime.artifacts["int8_onnx"])
     assert kept.is_file() and kept.parent == tmp_path / "int8"
     assert openvino.artifacts["int8_onnx"] == str(kept)  # one QDQ model for both runtimes
+    assert onnxruntime.artifacts["int8_onnx_reused"] is False  # made once, by the first of them
+    assert openvino.artifacts["int8_onnx_reused"] is True
     ops = [node.op_type for node in onnx.load(str(kept)).graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 20
     assert "i8" in openvino.artifacts["runtime_precisions"] or "u8" in openvino.artifacts["runtime_precisions"]

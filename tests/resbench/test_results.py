@@ -1,16 +1,19 @@
-"""Run files: round trip, schema checks, and the atomic rewrite that keeps a readable file at all times."""
+"""Run files: round trip, schema checks, the atomic rewrite that keeps a readable file at all times, and the
+runner's repeated saves from kept row texts (RunFileWriter), byte for byte `RunFile.to_json()`."""
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 from pathlib import Path
 
 import pytest
 
+from resbench import results
 from resbench.errors import RunFileError
-from resbench.results import SCHEMA, LatencyStats, Parity, ResultRow, RunFile
+from resbench.results import SCHEMA, LatencyStats, Parity, ResultRow, RunFile, RunFileWriter
 from resbench.stats import summarize
 
 
@@ -188,3 +191,45 @@ def test_settings_are_recorded_and_old_files_without_them_still_load(tmp_path):
     del data["settings"]
     (tmp_path / "old.json").write_text(json.dumps(data))
     assert RunFile.load(tmp_path / "old.json").settings.repeat == 1
+
+def varied_rows() -> list:
+    """Rows of every shape a run file holds: measured with parity (a NaN metric), skipped with a reason
+    that has a newline, quotes and non-ASCII text, and options and artifacts nested a few levels."""
+    measured = make_row("onnxruntime", 8, samples=[1.0 + i / 100 for i in range(50)],
+                        options={"calibration": {"method": "entropy", "samples": 8}},
+                        artifacts={"qdq_nodes": {"QuantizeLinear": 3}, "int8_onnx_reused": True, "path": "/tmp/ü"})
+    measured.parity = Parity(reference="fp64", rel_l2=math.nan, max_abs=math.inf, cosine=0.5, sqnr_db=-1.0,
+                             top1_agree=0.5, top5_overlap=0.75, err_ratio=None, passed=False, rule='"x"\ny')
+    skipped = make_row("tensorrt", 1).model_copy(update={"status": "skipped", "latency_ms": None,
+                                                         "samples_ms": [], "reason": 'no "TensorRT"\n— ünïcode'})
+    return [measured, skipped, make_row("eager", 2)]
+
+
+def test_saves_as_rows_grow_change_and_go_are_the_bytes_of_to_json(tmp_path: Path) -> None:
+    rows = varied_rows()
+    run = RunFile(env={"device": "cpu é"}, suite={"name": "t"})
+    writer = RunFileWriter()
+    path = tmp_path / "run.json"
+    states = [[], rows[:1], rows[:2], rows, [rows[0], make_row("eager", 4), rows[2]], [rows[2]]]
+    for state in states:  # grow, grow, grow, a row replaced by a new one (a resumed case), rows dropped
+        run.rows = list(state)
+        writer.save(run, path)
+        assert path.read_bytes() == run.to_json().encode(), f"differs with {len(state)} rows"
+        assert RunFile.load(path).to_json() == run.to_json()  # and it loads (NaN != NaN: compare texts)
+
+
+def test_a_kept_row_is_serialised_once(monkeypatch) -> None:
+    made: list[str] = []
+    real = results._row_text
+    monkeypatch.setattr(results, "_row_text", lambda row: made.append(row.backend) or real(row))
+    rows = varied_rows()
+    run = RunFile(env={}, suite={})
+    writer = RunFileWriter()
+    for n in range(1, len(rows) + 1):
+        run.rows = rows[:n]
+        writer.to_json(run)
+    writer.to_json(run)
+    assert made == ["onnxruntime", "tensorrt", "eager"]  # three rows, three serialisations over four saves
+    run.rows = [rows[0], make_row("compile", 2)]
+    writer.to_json(run)
+    assert made[3:] == ["compile"]  # only the new object
