@@ -35,13 +35,15 @@ assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
 
 MAX_CASES = 5_000            # cases one suite may expand to (suites/resnet50.yaml: 90 on a GPU)
+MAX_THREADS = 1_024          # threads: the largest x86 servers have 768 hardware threads; 100,000 segfaults
 MAX_SEED = 2**63 - 1         # parity.seed: torch generators take 64-bit seeds (parity adds 10,000 to it)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a suite name is a folder: runs/<name>/
 
 
 class _Strict(BaseModel):
-    # strict: a YAML `true` is not the integer 1, "8" is not a batch size (an int is still a valid float)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: a YAML `true` is not the integer 1, "8" is not a batch size (an int is still a valid float);
+    # finite: `.inf` seconds passed validation, then failed every case (OverflowError) or never timed out
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TimingConfig(_Strict):
@@ -216,7 +218,7 @@ class Suite(_Strict):
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
     # intra-op threads of every runtime (torch, OpenMP, Inductor kernels, ONNX Runtime); None: the cores in
     # the process's affinity mask (threads.py)
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     timing: TimingConfig = TimingConfig()
     parity: ParityConfig = ParityConfig()
     serving: ServingConfig | None = None

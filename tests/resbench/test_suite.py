@@ -178,6 +178,15 @@ def test_millions_of_duplicate_batch_sizes_are_refused_without_parsing_them(tmp_
     (GOOD.replace("name: t", "name: ''"), ["name", "is not allowed"]),
     (GOOD + "x: " + "[" * 200 + "]" * 200 + "\n", ["nested more than 32 levels deep"]),
     (GOOD + "x: &r [*r]\n", ["recursive alias"]),
+    # a non-finite time passed validation, then every case failed (OverflowError) or never timed out
+    (GOOD + "timing: {max_time_s: .inf}\n", ["timing.max_time_s", "finite number (got inf)"]),
+    (GOOD + "timing: {case_timeout_s: .inf}\n", ["timing.case_timeout_s", "finite number (got inf)"]),
+    (GOOD + "timing: {warmup_s: .inf}\n", ["timing.warmup_s", "finite number (got inf)"]),
+    (GOOD + "cpu: {timing: {max_time_s: .inf}}\n", ["cpu.timing.max_time_s", "finite number"]),
+    (GOOD + "serving: {duration_s: .inf}\n", ["serving.duration_s", "finite number"]),
+    (GOOD + "serving: {max_wait_ms: .nan}\n", ["serving.max_wait_ms", "finite number"]),
+    # 100,000 OpenMP threads crashed every worker with SIGSEGV in prepare
+    (GOOD + "threads: 100000\n", ["threads", "less than or equal to 1024 (got 100000)"]),
     (GOOD.replace("[1, 2]", "[" + ", ".join(str(b) for b in range(1, 101)) + "]")
      .replace("[eager]", "[eager, compile, {name: compile, mode: max-autotune}, onnxruntime]")
      .replace("[fp32]", "[fp32, fp16, bf16, tf32]").replace("[resnet18]", "[resnet18, resnet34, resnet50, resnet101]"),
