@@ -102,11 +102,11 @@ def run(
     from resbench import output_files, runner
     from resbench.executors import get_executor
     from resbench.report.console import print_run
-    from resbench.results import RunFile, RunSettings
+    from resbench.results import MAX_REPEAT, RunFile, RunSettings
     from resbench.suite import expand, load_suite
 
-    if repeat is not None and repeat < 1:
-        raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
+    if repeat is not None and not 1 <= repeat <= MAX_REPEAT:
+        raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer from 1 to {MAX_REPEAT:,}")
     if wait_idle is not None and not wait_idle >= 0:
         raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
     if wait_idle is not None and executor == "ray" and not no_isolation:

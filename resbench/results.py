@@ -185,12 +185,15 @@ class ResultRow(_Record):
                            self.image_size, self.memory_format, self.timing_mode, self.scenario)
 
 
+MAX_REPEAT = 1_000   # --repeat: 10**20 repetitions were OOM-killed before a word; 1,000 is already days
+
+
 class RunSettings(BaseModel):
     """Command-line choices that shape the measurements, recorded so that `--resume` reuses them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    repeat: int = Field(1, ge=1)             # --repeat K: each row combines K repetitions
+    repeat: int = Field(1, ge=1, le=MAX_REPEAT)  # --repeat K: each row combines K repetitions
 
 
 class RunFile(BaseModel):
