@@ -36,6 +36,7 @@ assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
 MAX_CASES = 5_000            # cases one suite may expand to (suites/resnet50.yaml: 90 on a GPU)
 MAX_THREADS = 1_024          # threads: the largest x86 servers have 768 hardware threads; 100,000 segfaults
+MAX_QUERIES = 10_000_000     # serving.min_queries: 37x MLPerf Server's 270,336; LoadGen takes a uint64
 MAX_SEED = 2**63 - 1         # parity.seed: torch generators take 64-bit seeds (parity adds 10,000 to it)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a suite name is a folder: runs/<name>/
 
@@ -90,7 +91,7 @@ class ServingConfig(_Strict):
     scenarios: list[ScenarioName] = Field(default_factory=lambda: list(SCENARIOS), min_length=1)
     compliant: bool = False                    # true: MLPerf's ResNet-50 rules (mlperf.conf), no quick floors
     duration_s: float | None = Field(None, gt=0)     # quick mode: LoadGen's min_duration per run
-    min_queries: int | None = Field(None, ge=1)      # quick mode: LoadGen's min_query_count per run
+    min_queries: int | None = Field(None, ge=1, le=MAX_QUERIES)  # quick mode: LoadGen's min_query_count per run
     server_latency_ms: float = Field(15.0, gt=0)     # Server: the p99 latency bound
     max_batch: int = Field(8, ge=1)                  # Server dynamic batcher: run once this many wait...
     max_wait_ms: float = Field(2.0, ge=0)            # ...or once the oldest has waited this long
@@ -136,7 +137,7 @@ class ServingOverrides(_Strict):
     """`cpu.serving`: the run-length and batching keys of `serving`, for a CPU run."""
 
     duration_s: float | None = Field(None, gt=0)
-    min_queries: int | None = Field(None, ge=1)
+    min_queries: int | None = Field(None, ge=1, le=MAX_QUERIES)
     server_latency_ms: float | None = Field(None, gt=0)
     max_batch: int | None = Field(None, ge=1)
     max_wait_ms: float | None = Field(None, ge=0)

@@ -187,6 +187,9 @@ def test_millions_of_duplicate_batch_sizes_are_refused_without_parsing_them(tmp_
     (GOOD + "serving: {max_wait_ms: .nan}\n", ["serving.max_wait_ms", "finite number"]),
     # 100,000 OpenMP threads crashed every worker with SIGSEGV in prepare
     (GOOD + "threads: 100000\n", ["threads", "less than or equal to 1024 (got 100000)"]),
+    # a query count beyond LoadGen's uint64 passed validation, then every serving case failed (TypeError)
+    (GOOD + "serving: {min_queries: 99999999999999999999}\n", ["serving.min_queries", "less than or equal to"]),
+    (GOOD + "cpu: {serving: {min_queries: 99999999999999999999}}\n", ["cpu.serving.min_queries", "less than"]),
     (GOOD.replace("[1, 2]", "[" + ", ".join(str(b) for b in range(1, 101)) + "]")
      .replace("[eager]", "[eager, compile, {name: compile, mode: max-autotune}, onnxruntime]")
      .replace("[fp32]", "[fp32, fp16, bf16, tf32]").replace("[resnet18]", "[resnet18, resnet34, resnet50, resnet101]"),
