@@ -22,6 +22,7 @@ from resbench import bounded_yaml
 from resbench.dtypes import DTYPE_NAMES
 from resbench.errors import BackendError, SuiteError, UsageError, shown
 from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
+from resbench.output_files import kind_of
 from resbench.results import backend_label, identity_of
 
 DeviceName = Literal["auto", "cuda", "cpu"]
@@ -483,8 +484,11 @@ def _weights_relative_to(suite: Suite, folder: Path) -> Suite:
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SuiteError(str(path), "", "suite file does not exist" + _suggest_suites(path))
+    kind = kind_of(path.stat().st_mode)
+    if kind is not None:   # a directory or a FIFO read "does not exist"
+        raise SuiteError(str(path), "", f"{kind}, not a suite file; give a YAML file")
     try:
         with path.open("rb") as f:
             data = f.read(bounded_yaml.MAX_BYTES + 1)   # never read a huge file whole

@@ -3,6 +3,7 @@ bad value and the allowed values; good suites expand into the expected matrix.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def test_missing_file_names_the_file_and_lists_suites(tmp_path: Path) -> None:
     (tmp_path / "real.yaml").write_text(GOOD)
     with pytest.raises(SuiteError, match=r"missing\.yaml: suite file does not exist; suites in .*: real\.yaml"):
         load_suite(tmp_path / "missing.yaml")
+
+
+def test_a_suite_path_that_is_no_file_says_what_it_is(tmp_path: Path) -> None:
+    """A directory or a FIFO given as the suite read "suite file does not exist"."""
+    (tmp_path / "suites").mkdir()
+    fifo = tmp_path / "suite.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((tmp_path / "suites", "a directory"), (fifo, "a FIFO")):
+        with pytest.raises(SuiteError, match=f"^{path}: {kind}, not a suite file; give a YAML file$"):
+            load_suite(path)
 
 
 def test_expansion_is_models_x_dtypes_x_batches_x_backends() -> None:
