@@ -120,6 +120,8 @@ def run(
     try:
         loaded = load_suite(suite)
         choice = _device_choice(device or loaded.device, here=runs_groups.name != "ray")
+        if resume is not None:   # its own error first (another schema, a bad row), not the output check's
+            RunFile.load(resume)  # "--out ... is not a resbench run file: remove it"; read again once locked
         out_path = out or resume or default_out_path(loaded.name)
         resuming_in_place = resume is not None and output_files.resolve(resume) == output_files.resolve(out_path)
         inputs = [suite] + ([resume] if resume is not None and not resuming_in_place else [])
