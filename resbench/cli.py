@@ -112,6 +112,8 @@ def run(
     if wait_idle is not None and executor == "ray" and not no_isolation:
         raise UsageError("--wait-idle watches this machine; with --executor ray the groups run on the cluster's "
                          "nodes: leave it out")
+    if no_isolation and executor not in ("workers", "in-process"):   # "workers" is the default: no conflict
+        raise UsageError(f"--no-isolation is --executor in-process; it contradicts --executor {executor}: give one")
     shard_of = runner.parse_shard(shard) if shard is not None else None
     runs_groups = get_executor("in-process" if no_isolation else executor, address=address)
     started = False

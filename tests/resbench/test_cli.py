@@ -74,6 +74,9 @@ def test_env_reports_device_and_backends() -> None:
     (["run", "suites/smoke.yaml", "--repeat", "99999999999999999999"],
      "--repeat 99999999999999999999 is not allowed; it must be an integer from 1 to 1,000"),
     (["run", "suites/smoke.yaml", "--bogus"], "No such option: --bogus"),
+    # it ran every group in-process, the Ray request silently dropped
+    (["run", "suites/smoke.yaml", "--no-isolation", "--executor", "ray"],
+     "--no-isolation is --executor in-process; it contradicts --executor ray: give one"),
     (["run", "suites/smoke.yaml", "--wait-idle", "-1"], "--wait-idle -1.0 is not allowed; it must be a number"),
 ])
 def test_usage_errors_are_one_line_exit_2(args: list[str], fragment: str) -> None:
