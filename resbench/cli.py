@@ -102,11 +102,11 @@ def run(
     from resbench import output_files, runner
     from resbench.executors import get_executor
     from resbench.report.console import print_run
-    from resbench.results import RunFile, RunSettings
+    from resbench.results import MAX_REPEAT, RunFile, RunSettings
     from resbench.suite import expand, load_suite
 
-    if repeat is not None and repeat < 1:
-        raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer >= 1")
+    if repeat is not None and not 1 <= repeat <= MAX_REPEAT:
+        raise UsageError(f"--repeat {repeat} is not allowed; it must be an integer from 1 to {MAX_REPEAT:,}")
     if wait_idle is not None and not wait_idle >= 0:
         raise UsageError(f"--wait-idle {wait_idle} is not allowed; it must be a number of seconds >= 0")
     if no_isolation and executor not in ("workers", "in-process"):  # workers is the default: not a choice
@@ -123,6 +123,8 @@ def run(
     try:
         loaded = load_suite(suite)
         choice = _device_choice(device or loaded.device, here=runs_groups.name != "ray")
+        if resume is not None:   # its own error first (another schema, a bad row), not the output check's
+            RunFile.load(resume)  # "--out ... is not a resbench run file: remove it"; read again once locked
         out_path = out or resume or default_out_path(loaded.name)
         resuming_in_place = resume is not None and output_files.resolve(resume) == output_files.resolve(out_path)
         inputs = [suite] + ([resume] if resume is not None and not resuming_in_place else [])

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import zlib
 from collections.abc import Sequence
@@ -573,6 +574,8 @@ def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = (), *
     thresholds = thresholds_from_specs(fail_on)
     base = RunFile.load(base_path)
     cand = RunFile.load(cand_path)
+    if os.path.samefile(base_path, cand_path):   # it read PASS: a gate that judged nothing
+        raise UsageError(f"baseline {base_path!r} and candidate {cand_path!r} are the same file; compare two runs")
     return compare_runs(base, cand, thresholds, base_name=str(base_path), cand_name=str(cand_path),
                         allow_insufficient=allow_insufficient)
 

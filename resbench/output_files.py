@@ -86,8 +86,8 @@ def _umask() -> int:
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def _kind(mode: int) -> str | None:
-    """What a non-regular file is, in words; None for a regular file."""
+def kind_of(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file. (Inputs use it too: a checkpoint.)"""
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
@@ -135,7 +135,7 @@ def _check_common(path: Path, flag: str, inputs: Sequence[str | Path]) -> tuple[
     except OSError as exc:
         raise OutputError(f"{label}{via} cannot be checked: {exc.strerror or exc}") from None
     if info is not None:
-        kind = _kind(info.st_mode)
+        kind = kind_of(info.st_mode)
         if kind is not None:
             raise OutputError(f"{label}{via} is {kind}; give a file path (resbench writes only regular files)")
         for source in inputs:

@@ -319,6 +319,9 @@ def recommend(run: RunFile, constraints: Constraints) -> Recommendation:
     """Group the run's rows by (model, batch, image size, timing mode) and recommend per group."""
     constraints.check()
     latency = [row for row in run.rows if row.scenario is None]  # serving rows: --scenario (serving/recommend.py)
+    if not latency:   # an empty run (an empty shard) printed a bare title and exit 0, as if it had judged
+        raise UsageError(f"the run holds no latency rows, so there is nothing to recommend from ({len(run.rows)} "
+                         f"rows; serving rows: --scenario)")
     rows = _only(latency, "batch_size", constraints.batch, "--batch", "batch sizes")
     rows = _only(rows, "dtype", constraints.dtype, "--dtype", "dtypes")
     # A run across GPU models (a mixed Ray cluster) is split: runtimes measured on different GPUs never

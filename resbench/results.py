@@ -184,13 +184,22 @@ class ResultRow(_Record):
         return identity_of(self.model, self.backend, self.options, self.batch_size, self.dtype,
                            self.image_size, self.memory_format, self.timing_mode, self.scenario)
 
+    @property
+    def label(self) -> str:
+        """The row in a message: model, runtime, batch, dtype (and a serving row's scenario)."""
+        scenario = f" {self.scenario}" if self.scenario is not None else ""
+        return f"{self.model} {self.backend_label} b{self.batch_size} {self.dtype}{scenario}"
+
+
+MAX_REPEAT = 1_000   # --repeat: 10**20 repetitions were OOM-killed before a word; 1,000 is already days
+
 
 class RunSettings(BaseModel):
     """Command-line choices that shape the measurements, recorded so that `--resume` reuses them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    repeat: int = Field(1, ge=1)             # --repeat K: each row combines K repetitions
+    repeat: int = Field(1, ge=1, le=MAX_REPEAT)  # --repeat K: each row combines K repetitions
 
 
 class RunFile(BaseModel):
@@ -241,7 +250,7 @@ class RunFile(BaseModel):
             got = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise RunFileError(f"run file {str(path)!r} has schema {shown(got)}; expected {SCHEMA!r}")
         try:
-            return cls.model_validate(data)
+            run = cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err["loc"])
@@ -250,6 +259,15 @@ class RunFile(BaseModel):
             raise RunFileError(f"run file {str(path)!r} is invalid at {where}: {message}{got}") from None
         except RecursionError:
             raise RunFileError(f"run file {str(path)!r} is nested too deeply to be a run file") from None
+        # compare, report, recommend and --resume match rows to cases by identity: with two rows of one case
+        # the first one found would silently stand for it (a 100x slower duplicate first read PASS)
+        first_row: dict[tuple, int] = {}
+        for index, row in enumerate(run.rows):
+            if row.identity in first_row:
+                raise RunFileError(f"run file {str(path)!r} is invalid: row {index} ({row.label}) repeats the case "
+                                   f"of row {first_row[row.identity]}; a run file holds one row per case")
+            first_row[row.identity] = index
+        return run
 
 
 class RunFileWriter:

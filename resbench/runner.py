@@ -127,10 +127,6 @@ def _input_bytes(case: Case) -> int:
 FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures only crashed / timeout / missing
 
 
-def _row_label(row: ResultRow) -> str:
-    return f"{row.model} {row.backend_label} b{row.batch_size} {row.dtype}"
-
-
 def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> list[Case]:
     """For --resume: the cases still to measure (missing, or ended `crashed` / `timeout`).
 
@@ -144,10 +140,9 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
                          f"(differs in: {', '.join(keys)})")
     by_identity = {case.identity: case for case in cases}
-    first_row: dict[tuple, int] = {}
-    for index, row in enumerate(run.rows):
+    for index, row in enumerate(run.rows):   # a second row of one case: refused by RunFile.load
         case = by_identity.get(row.identity)
-        where = f"cannot resume {path!r}: row {index} ({_row_label(row)})"
+        where = f"cannot resume {path!r}: row {index} ({row.label})"
         if case is not None and row.device != case.device:
             raise UsageError(f"{where} was measured on {row.device}, this run is on {case.device}; resume with "
                              f"--device {row.device}, or start a new run file")
@@ -155,12 +150,8 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
             device = cases[0].device if cases else "this device"
             raise UsageError(f"{where} is not a case of this suite on {device}; the file was edited or written "
                              f"for another device: start a new run file")
-        if row.identity in first_row:
-            raise UsageError(f"{where} repeats the case of row {first_row[row.identity]}; a run file holds one row "
-                             f"per case: start a new run file")
         if row.weights != case.model.weights:
             raise UsageError(f"{where} used weights {row.weights!r}, the suite names {case.model.weights!r}")
-        first_row[row.identity] = index
     done = {row.identity for row in run.rows if row.status in FINISHED}
     return [case for case in cases if case.identity not in done]
 

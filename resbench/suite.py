@@ -22,6 +22,7 @@ from resbench import bounded_yaml
 from resbench.dtypes import DTYPE_NAMES
 from resbench.errors import BackendError, SuiteError, UsageError, shown
 from resbench.models.registry import MIN_IMAGE_SIZE, ModelSpec, check_model_name
+from resbench.output_files import kind_of
 from resbench.results import backend_label, identity_of
 
 DeviceName = Literal["auto", "cuda", "cpu"]
@@ -35,13 +36,16 @@ assert set(DtypeName.__args__) == set(DTYPE_NAMES)  # one list of precisions
 
 
 MAX_CASES = 5_000            # cases one suite may expand to (suites/resnet50.yaml: 90 on a GPU)
+MAX_THREADS = 1_024          # threads: the largest x86 servers have 768 hardware threads; 100,000 segfaults
+MAX_QUERIES = 10_000_000     # serving.min_queries: 37x MLPerf Server's 270,336; LoadGen takes a uint64
 MAX_SEED = 2**63 - 1         # parity.seed: torch generators take 64-bit seeds (parity adds 10,000 to it)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a suite name is a folder: runs/<name>/
 
 
 class _Strict(BaseModel):
-    # strict: a YAML `true` is not the integer 1, "8" is not a batch size (an int is still a valid float)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: a YAML `true` is not the integer 1, "8" is not a batch size (an int is still a valid float);
+    # finite: `.inf` seconds passed validation, then failed every case (OverflowError) or never timed out
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class TimingConfig(_Strict):
@@ -88,7 +92,7 @@ class ServingConfig(_Strict):
     scenarios: list[ScenarioName] = Field(default_factory=lambda: list(SCENARIOS), min_length=1)
     compliant: bool = False                    # true: MLPerf's ResNet-50 rules (mlperf.conf), no quick floors
     duration_s: float | None = Field(None, gt=0)     # quick mode: LoadGen's min_duration per run
-    min_queries: int | None = Field(None, ge=1)      # quick mode: LoadGen's min_query_count per run
+    min_queries: int | None = Field(None, ge=1, le=MAX_QUERIES)  # quick mode: LoadGen's min_query_count per run
     server_latency_ms: float = Field(15.0, gt=0)     # Server: the p99 latency bound
     max_batch: int = Field(8, ge=1)                  # Server dynamic batcher: run once this many wait...
     max_wait_ms: float = Field(2.0, ge=0)            # ...or once the oldest has waited this long
@@ -134,7 +138,7 @@ class ServingOverrides(_Strict):
     """`cpu.serving`: the run-length and batching keys of `serving`, for a CPU run."""
 
     duration_s: float | None = Field(None, gt=0)
-    min_queries: int | None = Field(None, ge=1)
+    min_queries: int | None = Field(None, ge=1, le=MAX_QUERIES)
     server_latency_ms: float | None = Field(None, gt=0)
     max_batch: int | None = Field(None, ge=1)
     max_wait_ms: float | None = Field(None, ge=0)
@@ -216,7 +220,7 @@ class Suite(_Strict):
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
     # intra-op threads of every runtime (torch, OpenMP, Inductor kernels, ONNX Runtime); None: the cores in
     # the process's affinity mask (threads.py)
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     timing: TimingConfig = TimingConfig()
     parity: ParityConfig = ParityConfig()
     serving: ServingConfig | None = None
@@ -480,8 +484,11 @@ def _weights_relative_to(suite: Suite, folder: Path) -> Suite:
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SuiteError(str(path), "", "suite file does not exist" + _suggest_suites(path))
+    kind = kind_of(path.stat().st_mode)
+    if kind is not None:   # a directory or a FIFO read "does not exist"
+        raise SuiteError(str(path), "", f"{kind}, not a suite file; give a YAML file")
     try:
         with path.open("rb") as f:
             data = f.read(bounded_yaml.MAX_BYTES + 1)   # never read a huge file whole

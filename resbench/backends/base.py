@@ -33,7 +33,7 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 class BackendOptions(BaseModel):
     """Base of every backend's option schema: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # as the suite's keys
 
 
 class Backend(ABC):

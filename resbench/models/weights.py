@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from resbench.errors import ModelError, one_of
+from resbench.output_files import kind_of
 
 SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # Common wrappers around a state_dict in training checkpoints.
@@ -20,10 +21,14 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.is_dir():
-        raise ModelError(f"weights {str(path)!r} is a directory; give a checkpoint file ({', '.join(SUFFIXES)})")
-    if not path.is_file():
-        raise ModelError(f"weights file {str(path)!r} does not exist")
+    try:
+        kind = kind_of(path.stat().st_mode)
+    except FileNotFoundError:
+        raise ModelError(f"weights file {str(path)!r} does not exist") from None
+    except OSError as exc:   # a symlink loop, a permission: "does not exist" would send the user looking
+        raise ModelError(f"weights file {str(path)!r} cannot be read: {exc}".replace(f": {str(path)!r}", "")) from None
+    if kind is not None:     # a directory, a FIFO (reading it would block), a device (/dev/zero never ends)
+        raise ModelError(f"weights {str(path)!r} is {kind}; give a checkpoint file ({', '.join(SUFFIXES)})")
     if path.suffix not in SUFFIXES:
         raise ModelError(f"weights file {str(path)!r} has suffix {path.suffix!r}; {one_of(SUFFIXES)}")
     try:

@@ -72,10 +72,20 @@ def weights_case(kind: str, folder: Path) -> tuple[str, Path, str]:
     if kind == "code in the pickle":
         torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": CodeOnLoad(folder / "pwned")}, path)
         return "resnet18", path, "is not a readable checkpoint: Weights only load failed"
+    # a FIFO, a device and a symlink loop all read "does not exist" (which they do)
+    if kind == "a FIFO":
+        os.mkfifo(path)
+        return "resnet18", path, f"weights {str(path)!r} is a FIFO; give a checkpoint file (.pth"
+    if kind == "a device":
+        return "resnet18", Path("/dev/zero"), "weights '/dev/zero' is a device; give a checkpoint file (.pth"
+    if kind == "a symlink loop":
+        path.symlink_to(path.name)
+        return "resnet18", path, f"weights file {str(path)!r} cannot be read: [Errno 40] Too many levels of symbolic"
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "not a checkpoint", "another architecture", "code in the pickle"])
+@pytest.mark.parametrize("kind", ["missing", "not a checkpoint", "another architecture", "code in the pickle",
+                                  "a FIFO", "a device", "a symlink loop"])
 def test_bad_weights_fail_before_any_case_runs(tmp_path, monkeypatch, capsys, kind):
     model, weights, fragment = weights_case(kind, tmp_path)
     suite = faults.write_suite(tmp_path / "suite.yaml", models=[{"name": model, "weights": str(weights)}])

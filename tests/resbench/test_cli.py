@@ -90,6 +90,9 @@ def test_env_reports_device_and_backends() -> None:
     (["run", "suites/nope.yaml"], "suites/nope.yaml: suite file does not exist; suites in suites/:"),
     (["run", "suites/smoke.yaml", "--device", "tpu"], "device 'tpu' is not allowed; one of: auto, cpu, cuda"),
     (["run", "suites/smoke.yaml", "--repeat", "0"], "--repeat 0 is not allowed"),
+    # 10**20 repetitions: the run was OOM-killed (exit 137) before it said anything
+    (["run", "suites/smoke.yaml", "--repeat", "99999999999999999999"],
+     "--repeat 99999999999999999999 is not allowed; it must be an integer from 1 to 1,000"),
     (["run", "suites/smoke.yaml", "--bogus"], "No such option: --bogus"),
     (["run", "suites/smoke.yaml", "--wait-idle", "-1"], "--wait-idle -1.0 is not allowed; it must be a number"),
 ])

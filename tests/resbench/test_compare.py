@@ -304,6 +304,19 @@ def test_unreadable_baseline_is_an_error(tmp_path):
         compare_files(str(bad), str(bad))
 
 
+def test_a_run_compared_with_itself_is_an_error_not_a_pass(tmp_path):
+    """`compare run.json run.json` (or through a symlink) exited 0 "PASS": a gate that judged nothing."""
+    run = tmp_path / "run.json"
+    matrix(seed=1).save(run)
+    (tmp_path / "latest.json").symlink_to(run.name)
+    for cand in (run, tmp_path / "latest.json"):
+        with pytest.raises(UsageError) as info:
+            compare_files(str(run), str(cand))
+        assert str(info.value) == (f"baseline {str(run)!r} and candidate {str(cand)!r} are the same file; "
+                                   f"compare two runs")
+        assert info.value.exit_code == 2
+
+
 def test_runs_without_a_common_case_are_an_error():
     with pytest.raises(RunFileError, match="share no case"):
         compare_runs(run([row("resnet18")]), run([row("resnet50")]))

@@ -264,3 +264,12 @@ def test_int8_only_run_says_there_is_no_float_row_to_compare_with():
     print_recommendation(recommend(run(rows), Constraints(dtype="int8")), Console(file=buffer, width=250,
                                                                                   color_system=None))
     assert "onnxruntime int8: median 2.000 ms (no float row passing parity to compare with)" in buffer.getvalue()
+
+
+def test_a_run_without_latency_rows_is_an_error_not_an_empty_answer():
+    """An empty run (an empty shard) printed only a title and exited 0, as if it had judged something."""
+    with pytest.raises(UsageError) as info:
+        recommend(RunFile(env={}, suite={}, rows=[]), Constraints())
+    assert str(info.value) == ("the run holds no latency rows, so there is nothing to recommend from "
+                               "(0 rows; serving rows: --scenario)")
+    assert info.value.exit_code == 2

@@ -233,3 +233,18 @@ def test_a_kept_row_is_serialised_once(monkeypatch) -> None:
     run.rows = [rows[0], make_row("compile", 2)]
     writer.to_json(run)
     assert made[3:] == ["compile"]  # only the new object
+
+
+def test_a_second_row_of_one_case_is_rejected_on_load(tmp_path):
+    """A run file with two rows of one case used to load: `compare` then judged whichever came first (a 100x
+    slower duplicate before the real row read PASS, after it SLOWER), `report` listed both."""
+    def duplicate_slower(data):
+        slow = json.loads(json.dumps(data["rows"][1]))
+        slow["samples_ms"] = [s * 100 for s in slow["samples_ms"]]
+        data["rows"].insert(0, slow)
+    path = _tampered(tmp_path, duplicate_slower)
+    with pytest.raises(RunFileError) as info:
+        RunFile.load(path)
+    assert str(info.value) == (f"run file {str(path)!r} is invalid: row 2 (resnet50 eager b2 bf16) repeats the "
+                               f"case of row 0; a run file holds one row per case")
+    assert info.value.exit_code == 2

@@ -161,3 +161,14 @@ def test_a_resumed_crash_is_replaced_in_place_and_repeat_is_reused(tmp_path, mon
     assert [(r.batch_size, r.status) for r in resumed.rows] == [(1, "ok"), (2, "ok")]
     assert len(resumed.rows[0].repeat_medians_ms) == 2
     assert resumed.rows[1].samples_ms == run.rows[1].samples_ms   # kept, not measured again
+
+
+def test_resuming_a_run_file_of_another_schema_names_the_schema(tmp_path, monkeypatch, capsys):
+    """It read "--out 'old.json' exists and is not a resbench run file ... remove it": a flag the user never
+    gave, and advice to delete the measurements."""
+    suite_path = faults.write_suite(tmp_path / "suite.yaml")
+    old = tmp_path / "old.json"
+    old.write_text('{"schema": "resbench.run/0", "env": {}, "suite": {}, "rows": []}')
+    faults.assert_one_line_error(*faults.run_main(monkeypatch, capsys, "run", suite_path, "--resume", old),
+                                 f"run file {str(old)!r} has schema 'resbench.run/0'; expected 'resbench.run/1'")
+    assert old.read_text().startswith('{"schema": "resbench.run/0"')

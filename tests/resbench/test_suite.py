@@ -3,6 +3,7 @@ bad value and the allowed values; good suites expand into the expected matrix.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def test_missing_file_names_the_file_and_lists_suites(tmp_path: Path) -> None:
     (tmp_path / "real.yaml").write_text(GOOD)
     with pytest.raises(SuiteError, match=r"missing\.yaml: suite file does not exist; suites in .*: real\.yaml"):
         load_suite(tmp_path / "missing.yaml")
+
+
+def test_a_suite_path_that_is_no_file_says_what_it_is(tmp_path: Path) -> None:
+    """A directory or a FIFO given as the suite read "suite file does not exist"."""
+    (tmp_path / "suites").mkdir()
+    fifo = tmp_path / "suite.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((tmp_path / "suites", "a directory"), (fifo, "a FIFO")):
+        with pytest.raises(SuiteError, match=f"^{path}: {kind}, not a suite file; give a YAML file$"):
+            load_suite(path)
 
 
 def test_expansion_is_models_x_dtypes_x_batches_x_backends() -> None:
@@ -178,6 +189,18 @@ def test_millions_of_duplicate_batch_sizes_are_refused_without_parsing_them(tmp_
     (GOOD.replace("name: t", "name: ''"), ["name", "is not allowed"]),
     (GOOD + "x: " + "[" * 200 + "]" * 200 + "\n", ["nested more than 32 levels deep"]),
     (GOOD + "x: &r [*r]\n", ["recursive alias"]),
+    # a non-finite time passed validation, then every case failed (OverflowError) or never timed out
+    (GOOD + "timing: {max_time_s: .inf}\n", ["timing.max_time_s", "finite number (got inf)"]),
+    (GOOD + "timing: {case_timeout_s: .inf}\n", ["timing.case_timeout_s", "finite number (got inf)"]),
+    (GOOD + "timing: {warmup_s: .inf}\n", ["timing.warmup_s", "finite number (got inf)"]),
+    (GOOD + "cpu: {timing: {max_time_s: .inf}}\n", ["cpu.timing.max_time_s", "finite number"]),
+    (GOOD + "serving: {duration_s: .inf}\n", ["serving.duration_s", "finite number"]),
+    (GOOD + "serving: {max_wait_ms: .nan}\n", ["serving.max_wait_ms", "finite number"]),
+    # 100,000 OpenMP threads crashed every worker with SIGSEGV in prepare
+    (GOOD + "threads: 100000\n", ["threads", "less than or equal to 1024 (got 100000)"]),
+    # a query count beyond LoadGen's uint64 passed validation, then every serving case failed (TypeError)
+    (GOOD + "serving: {min_queries: 99999999999999999999}\n", ["serving.min_queries", "less than or equal to"]),
+    (GOOD + "cpu: {serving: {min_queries: 99999999999999999999}}\n", ["cpu.serving.min_queries", "less than"]),
     (GOOD.replace("[1, 2]", "[" + ", ".join(str(b) for b in range(1, 101)) + "]")
      .replace("[eager]", "[eager, compile, {name: compile, mode: max-autotune}, onnxruntime]")
      .replace("[fp32]", "[fp32, fp16, bf16, tf32]").replace("[resnet18]", "[resnet18, resnet34, resnet50, resnet101]"),
