@@ -53,7 +53,9 @@ def test_compare_gate_on_real_run_files(smoke, tmp_path, capsys, monkeypatch):
     run = RunFile.load(smoke)
     alpha = P_THRESHOLD / len(run.rows)
     decidable = all(smallest_p_value(len(r.samples_ms), len(r.samples_ms)) < alpha for r in run.rows)
-    code, out, err = resbench(capsys, monkeypatch, "compare", str(smoke), str(smoke), "--md", str(tmp_path / "c.md"))
+    twin = tmp_path / "twin.json"   # the same rows in another file (one file as both sides is refused)
+    twin.write_bytes(smoke.read_bytes())
+    code, out, err = resbench(capsys, monkeypatch, "compare", str(smoke), str(twin), "--md", str(tmp_path / "c.md"))
     summary = out.strip().splitlines()[-2]          # the line before "wrote c.md"
     if decidable:   # identical runs: SAME or AMBIGUOUS, never SLOWER
         assert code == 0, err
@@ -61,7 +63,7 @@ def test_compare_gate_on_real_run_files(smoke, tmp_path, capsys, monkeypatch):
         assert "✅ resbench compare: PASS" in (tmp_path / "c.md").read_text()
     else:           # an overloaded machine took too few samples to judge: not a pass unless allowed
         assert code == 1 and "INSUFFICIENT" in summary, out
-        code, out, _ = resbench(capsys, monkeypatch, "compare", str(smoke), str(smoke), "--allow-insufficient")
+        code, out, _ = resbench(capsys, monkeypatch, "compare", str(smoke), str(twin), "--allow-insufficient")
         assert code == 0 and "PASS" in out
 
     # every candidate sample slower than every baseline sample, however spread out a loaded machine left them

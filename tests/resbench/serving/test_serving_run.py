@@ -95,7 +95,9 @@ def test_report_compare_and_recommend_read_serving_rows(serving_run, tmp_path) -
     assert "#### Serving (MLPerf LoadGen, mode: quick)" in (tmp_path / "r.md").read_text()
     html = (tmp_path / "r.html").read_text()
     assert 'id="serving"' in html and "Serving: p99 latency vs QPS" in html
-    compare = faults.resbench("compare", out, out, "--allow-insufficient")  # the tiny latency row is short
+    twin = tmp_path / "twin.json"   # the same rows in another file (one file as both sides is refused)
+    twin.write_bytes(Path(out).read_bytes())
+    compare = faults.resbench("compare", out, twin, "--allow-insufficient")  # the tiny latency row is short
     assert compare.returncode == 0, compare.stdout + compare.stderr
     assert "serving (MLPerf LoadGen)" in compare.stdout
     recommend = faults.resbench("recommend", out, "--scenario", "server", "--max-p99-ms", "250")
