@@ -7,7 +7,9 @@ Every file resbench writes (run files, reports, comparisons) goes through here:
 - **refused** with one line (exit 2), before any work: a directory, a device (`/dev/null`), a FIFO, a
   socket; an input of the command (the suite, a run file being read); for a run file, an existing file
   that is not a resbench run file of the same suite (`--force` replaces a run file of another suite;
-  nothing replaces a file resbench did not write); for a report, an existing resbench run file.
+  nothing replaces a file resbench did not write); for a report, an existing file that is not an earlier
+  report of the same format (an empty file excepted): regenerating a report is routine, replacing a
+  suite, a README or a run file is not.
 - new files get mode 0666 & ~umask (0644 under the usual umask 022), as a shell redirection makes them
   (mkstemp's 0600 would make a run file unreadable to the rest of a team).
 - a run holds an **exclusive lock** on its run file (`fcntl.flock` on a sibling `.NAME.lock` that holds
@@ -20,6 +22,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
 import zlib
@@ -33,6 +36,17 @@ RUN_SCHEMA = "resbench.run/1"       # results.SCHEMA (not imported: results impo
 NAME_MAX = 255                      # bytes in one path component (Linux, macOS)
 SNIFF_LIMIT = 256 << 20             # larger files are not read to see whether they are run files
 TEMP_STEM_CHARS = 100               # characters of the target's name kept in a temporary file's name
+REPORT_SNIFF_BYTES = 64 << 10       # how much of an existing file is read to recognise an earlier report
+# What an earlier report of each format begins with (or, for pytest-benchmark JSON, holds in machine_info,
+# its first key), by the flag that writes it (report/html.py, markdown.py, comparison.py, csv_export.py,
+# pytest_benchmark.py); a test writes each format and checks it is recognised.
+REPORT_SIGNATURES: dict[str, tuple[str, re.Pattern[str]]] = {
+    "--html": ("an HTML report", re.compile(r"\A<!DOCTYPE html>.*?<title>resbench: ", re.S)),
+    "--md": ("a Markdown report", re.compile(r"\A### (?:\S+ )?resbench (?:run|compare): ")),
+    "--csv": ("a CSV report", re.compile(r"\Amodel,backend,")),
+    "--pytest-benchmark": ("a pytest-benchmark export", re.compile(r'\A\{\s*"machine_info":.*?"resbench_env":',
+                                                                    re.S)),
+}
 
 
 class WriteError(OutputError):
@@ -180,11 +194,24 @@ def check_run_output(path: str | Path, *, suite_name: str, inputs: Sequence[str 
 
 
 def check_report_output(path: str | Path, *, flag: str, inputs: Sequence[str | Path] = ()) -> Path:
-    """The file a report or comparison may write for `path`, or OutputError: never a run file."""
+    """The file a report or comparison may write for `path` with `flag` (a key of REPORT_SIGNATURES), or
+    OutputError: an existing file must be empty or an earlier report of that format, never a run file."""
     target, info = _check_common(path, flag, inputs)
-    if info is not None and run_file_suite(target) is not None:
-        raise OutputError(f"{flag} {shown(str(path))} is a resbench run file; a report never replaces "
-                          f"measurements: choose another path")
+    if info is None or info.st_size == 0:
+        return target
+    label = f"{flag} {shown(str(path))}"
+    if run_file_suite(target) is not None:
+        raise OutputError(f"{label} is a resbench run file; a report never replaces measurements: choose "
+                          f"another path")
+    what, signature = REPORT_SIGNATURES[flag]
+    try:
+        with open(target, "rb") as file:
+            head = file.read(REPORT_SNIFF_BYTES).decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise OutputError(f"{label} cannot be read to check what it is: {exc.strerror or exc}") from None
+    if not signature.search(head):
+        raise OutputError(f"{label} exists and is not {what} resbench wrote; resbench does not replace a file "
+                          f"it did not write: remove it or choose another path")
     return target
 
 

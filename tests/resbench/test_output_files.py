@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from resbench.measure import base_row
 from resbench.output_files import exclusive, replace_file, resolve, sibling
 from resbench.results import RunFile
-from resbench.suite import load_suite
+from resbench.suite import expand, load_suite
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: suites of a tiny model, the CLI helpers
 import faults  # noqa: E402
@@ -136,11 +137,51 @@ def test_report_outputs_replace_an_earlier_report_atomically(tmp_path, monkeypat
     suite = faults.write_suite(tmp_path / "suite.yaml")
     run = run_file_of(suite, tmp_path / "run.json")
     csv = tmp_path / "r.csv"
-    csv.write_text("an earlier report\n")
+    assert run_main(monkeypatch, capsys, "report", run, "--csv", csv)[0] == 0   # the earlier report
     inode = os.stat(csv).st_ino
     code, lines = run_main(monkeypatch, capsys, "report", run, "--csv", csv)
     assert code == 0, lines
     assert csv.read_text().startswith("model,backend") and os.stat(csv).st_ino != inode   # renamed over
+
+
+def test_report_outputs_replace_only_their_own_earlier_reports_or_an_empty_file(tmp_path, monkeypatch, capsys):
+    """`report RUN --html suite.yaml` replaced the suite with HTML: a report output may replace an earlier
+    report of its own format (each format is written once, then written again over itself), an empty file
+    (a `mktemp`), and nothing else resbench did not write."""
+    suite = faults.write_suite(tmp_path / "suite.yaml")
+    run = run_file_of(suite, tmp_path / "run.json")
+    outputs = {flag: tmp_path / f"out{flag}" for flag in ("--html", "--md", "--csv", "--pytest-benchmark")}
+    for flag, path in outputs.items():
+        for _ in range(2):
+            assert run_main(monkeypatch, capsys, "report", run, flag, path)[0] == 0, flag
+    compared, cases = tmp_path / "compare.md", expand(load_suite(suite), "cpu")
+    for name in ("base", "cand"):   # compare needs a case in common: one skipped row each
+        RunFile(env={}, suite=load_suite(suite).model_dump(mode="json"),
+                rows=[base_row(cases[0], None, "skipped", "canned")]).save(tmp_path / f"{name}.json")
+    for _ in range(2):
+        run_main(monkeypatch, capsys, "compare", tmp_path / "base.json", tmp_path / "cand.json", "--md", compared)
+        assert compared.read_text().startswith("### ")
+    empty = tmp_path / "empty.html"
+    empty.touch()
+    assert run_main(monkeypatch, capsys, "report", run, "--html", empty)[0] == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n")
+    unrelated = tmp_path / "data.json"
+    unrelated.write_text('{"machine_info": {}}')
+    suite_text = suite.read_bytes()
+    for args, fragment in [
+        (("--html", suite), f"--html '{suite}' exists and is not an HTML report resbench wrote; resbench does not"),
+        (("--md", readme), "is not a Markdown report resbench wrote"),
+        (("--csv", outputs["--md"]), "is not a CSV report resbench wrote"),
+        (("--pytest-benchmark", unrelated), "is not a pytest-benchmark export resbench wrote"),
+        (("--md", outputs["--html"]), "is not a Markdown report resbench wrote"),
+    ]:
+        assert_refused(*run_main(monkeypatch, capsys, "report", run, *args), fragment)
+    assert_refused(*run_main(monkeypatch, capsys, "compare", tmp_path / "base.json", tmp_path / "cand.json", "--md",
+                             readme),
+                   "is not a Markdown report resbench wrote")
+    assert (suite.read_bytes(), readme.read_text(), unrelated.read_text()) == (suite_text, "# my project\n",
+                                                                              '{"machine_info": {}}')
 
 
 # ------------------------------------------------------------------------------------ the lock
