@@ -538,6 +538,7 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
         raise UsageError(f"unknown gate metric {sorted(unknown)[0]!r}; {one_of(GATE_METRICS)}")
     for name, run in ((base_name, base), (cand_name, cand)):
         refuse_mixed_devices(name, run)
+    refuse_another_device(base, cand, base_name, cand_name)
     base_rows = {row.identity: row for row in base.rows}
     cand_rows = {row.identity: row for row in cand.rows}
     if not set(base_rows) & set(cand_rows):
@@ -566,6 +567,17 @@ def refuse_mixed_devices(name: str, run: RunFile) -> None:
         counts = ", ".join(f"{device}: {count} cases" for device, count in sorted(devices.items()))
         raise RunFileError(f"{name} was measured on {len(devices)} device models ({counts}); a gate compares one "
                            f"at a time: split it with `resbench merge {name} --only-device NAME --out PART.json`")
+
+
+def refuse_another_device(base: RunFile, cand: RunFile, base_name: str, cand_name: str) -> None:
+    """Runs measured on different device models (a CPU run against a GPU run, an H100 against an H200) differ
+    by the hardware, not by the change under test: the gate cannot judge them, so it refuses (it used to
+    warn "environments differ" and could still PASS)."""
+    base_devices, cand_devices = set(base.devices()), set(cand.devices())  # one each: refuse_mixed_devices
+    if base_devices and cand_devices and base_devices != cand_devices:
+        (base_device,), (cand_device,) = base_devices, cand_devices
+        raise RunFileError(f"{base_name} was measured on {base_device!r} and {cand_name} on {cand_device!r}; a "
+                           f"gate compares runs of one device model: measure both on the same one")
 
 
 def compare_files(base_path: str, cand_path: str, fail_on: Sequence[str] = (), *,

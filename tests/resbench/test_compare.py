@@ -210,6 +210,16 @@ def test_parity_regression_fails_and_a_failing_candidate_reports_no_speedup():
     assert fixed.cases[0].parity_change == "fail -> pass"
 
 
+def test_runs_of_two_device_models_are_refused_not_passed():
+    """A CPU run against a GPU run read "warning: environments differ: device ..." and could still PASS: the
+    difference is the hardware, which the gate cannot judge."""
+    gpu = matrix(seed=1)
+    with pytest.raises(RunFileError, match=r"baseline was measured on 'Test GPU' and candidate on 'Intel Xeon'; "
+                                           r"a gate compares runs of one device model"):
+        compare_runs(gpu, run(matrix(seed=2).rows, device="Intel Xeon"))
+    assert compare_runs(gpu, matrix(seed=2)).exit_code == 0  # the same device model: judged
+
+
 def test_broken_missing_and_new_cases():
     base = run([row("resnet18", seed=1), row("resnet50", seed=2), row("resnet50", "compile", seed=3)])
     cand = run([row("resnet18", status="failed", seed=1), row("resnet50", seed=4),
