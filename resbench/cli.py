@@ -139,7 +139,11 @@ def run(
             resolved = runs_groups.resolve_device(choice)
             cases = expand(loaded, resolved)
             if shard_of is not None:
+                groups = len(runner.group_cases(cases))
                 cases = runner.shard_cases(cases, *shard_of)
+                if not cases:  # more shards than groups: a CI matrix may ask for it, but say so
+                    stderr.print(f"shard {shard} holds no case: the suite has {groups} group(s) for {shard_of[1]} "
+                                 f"shards; the run file will have no rows", highlight=False, soft_wrap=True)
             if resume is not None:
                 run_file = RunFile.load(resume)
                 repeat = _resumed_repeat(repeat, run_file.settings.repeat, resume)

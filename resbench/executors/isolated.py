@@ -63,7 +63,11 @@ def memory_cap_mb() -> int | None:
     except ValueError:
         cap = 0
     if cap < 256:
-        raise UsageError(f"{MEMORY_ENV}={value!r} is not allowed; give an integer number of MiB >= 256")
+        # 256 is only the floor this check knows: a worker needs its imports' address space (about 700 MiB
+        # with torch's CPU wheel) + MEMORY_HEADROOM_MB on top, a figure the first worker measures and states
+        raise UsageError(f"{MEMORY_ENV}={value!r} is not allowed; give an integer number of MiB >= 256 (a "
+                         f"worker needs its imports + 256, about 1,000 with torch's CPU wheel; a run too small "
+                         f"for them says the exact minimum)")
     return cap
 
 

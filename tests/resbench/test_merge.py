@@ -56,6 +56,15 @@ def run_of(cases: list, env: dict | None = None, suite: dict | None = None, **ro
                    rows=[base_row(c, None, "skipped", "canned", **row_fields) for c in cases])
 
 
+def test_a_shard_without_a_group_says_so(tmp_path):
+    """`--shard 2/2` of a one-group suite wrote a row-less run file and said nothing."""
+    suite = faults.write_suite(tmp_path / "suite.yaml", batch_sizes=[1])
+    result = faults.resbench("run", suite, "--shard", "2/2", "--out", tmp_path / "empty.json")
+    assert result.returncode == 0, result.stderr
+    assert "shard 2/2 holds no case: the suite has 1 group(s) for 2 shards" in " ".join(result.stderr.split())
+    assert RunFile.load(tmp_path / "empty.json").rows == []
+
+
 def test_shards_split_whole_groups_round_robin():
     cases = faults.cpu_cases(batch_sizes=[1, 2, 3, 4, 5], backends=["eager", {"name": "eager", "cuda_graphs": True}])
     shards = [shard_cases(cases, i, 3) for i in (1, 2, 3)]
