@@ -108,8 +108,14 @@ def test_recommend_errors_are_one_line() -> None:
 
 
 def test_latency_recommend_leaves_serving_rows_out() -> None:
-    recommendation = recommend(run_of(serving_row("eager", "offline")), Constraints())
-    assert recommendation.groups == ()
+    samples = [10.0 + i / 10 for i in range(30)]
+    latency = ResultRow(model="resnet50", backend="eager", batch_size=8, dtype="fp32", image_size=224,
+                        memory_format="channels_last", timing_mode="device", device="cpu", status="ok",
+                        samples_ms=samples, latency_ms=summarize(samples), throughput_ips=800.0)
+    recommendation = recommend(run_of(latency, serving_row("compile", "offline", 4000)), Constraints())
+    assert [[r.row.backend for r in group.runtimes] for group in recommendation.groups] == [["eager"]]
+    with pytest.raises(UsageError, match=r"no latency rows.*serving rows: --scenario"):
+        recommend(run_of(serving_row("eager", "offline")), Constraints())
 
 
 def test_reports_show_a_serving_table_and_plot() -> None:
