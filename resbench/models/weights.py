@@ -26,7 +26,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise ModelError(f"weights file {str(path)!r} does not exist") from None
     except OSError as exc:   # a symlink loop, a permission: "does not exist" would send the user looking
-        raise ModelError(f"weights file {str(path)!r} cannot be read: {exc}".replace(f": {str(path)!r}", "")) from None
+        raise ModelError(f"weights file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     if kind is not None:     # a directory, a FIFO (reading it would block), a device (/dev/zero never ends)
         raise ModelError(f"weights {str(path)!r} is {kind}; give a checkpoint file ({', '.join(SUFFIXES)})")
     if path.suffix not in SUFFIXES:

@@ -80,7 +80,7 @@ def weights_case(kind: str, folder: Path) -> tuple[str, Path, str]:
         return "resnet18", Path("/dev/zero"), "weights '/dev/zero' is a device; give a checkpoint file (.pth"
     if kind == "a symlink loop":
         path.symlink_to(path.name)
-        return "resnet18", path, f"weights file {str(path)!r} cannot be read: [Errno 40] Too many levels of symbolic"
+        return "resnet18", path, f"weights file {str(path)!r} cannot be read: Too many levels of symbolic links"
     raise ValueError(kind)
 
 
