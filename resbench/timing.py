@@ -102,24 +102,25 @@ class Sampler:
                 for _ in range(self.unroll):
                     self.fn(self.x)
 
-    def sample(self, count: int) -> list[float]:
-        """`count` samples in ms (one per call; in graph mode one per replay of `unroll` calls)."""
-        if self.mode == "e2e":
+    def sample(self, count: int, deadline: float | None = None) -> list[float]:
+        """`count` samples in ms (one per call; in graph mode one per replay of `unroll` calls). Timed on the
+        host clock (CPU, e2e), the chunk also ends at `deadline` (a perf_counter time), after at least one
+        sample: calls that slow down mid-chunk no longer outlast max_time_s (a chunk planned at 1 ms a call
+        ran on for seconds when the calls turned 50 ms). CUDA calls are queued at once: the chunk size,
+        planned within the budget, is their bound."""
+        if self.mode == "e2e" or not self.x.is_cuda:
+            call = self._call_e2e if self.mode == "e2e" else lambda: self.fn(self.x)
             out = []
             for _ in range(count):
                 self._flush_l2()
-                synchronize(self.device)
+                if self.mode == "e2e":
+                    synchronize(self.device)
                 t0 = time.perf_counter()
-                self._call_e2e()
-                out.append((time.perf_counter() - t0) * 1e3)
-            return out
-        if not self.x.is_cuda:
-            out = []
-            for _ in range(count):
-                self._flush_l2()
-                t0 = time.perf_counter()
-                self.fn(self.x)
-                out.append((time.perf_counter() - t0) * 1e3)
+                call()
+                t1 = time.perf_counter()
+                out.append((t1 - t0) * 1e3)
+                if deadline is not None and t1 >= deadline:
+                    break
             return out
         if self.mode == "graph":
             self._ensure_graph()
@@ -196,7 +197,7 @@ def _take_slice(m: Measurement, cfg: TimingConfig, slice_s: float, budget_s: flo
             chunk = int(min(max((slice_s - elapsed) / per_sample_s, 1), 1000))
             chunk = max(chunk, need - len(taken))
             chunk = max(1, min(chunk, int((budget_s - elapsed) / per_sample_s)))  # never plan past the budget
-        taken.extend(m.sampler.sample(chunk))
+        taken.extend(m.sampler.sample(chunk, deadline=t0 + budget_s))
     m.spent_s += time.perf_counter() - t0
     return taken
 

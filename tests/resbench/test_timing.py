@@ -57,7 +57,7 @@ class Scripted(Sampler):
         super().__init__(lambda x: x, X, "device", "warm")
         self.latencies_ms, self.calls = latencies_ms, 0
 
-    def sample(self, count: int) -> list[float]:
+    def sample(self, count: int, deadline: float | None = None) -> list[float]:
         time.sleep(self.HOST_S * count)
         out = [self.latencies_ms[(self.calls + i) % len(self.latencies_ms)] for i in range(count)]
         self.calls += count
@@ -124,7 +124,7 @@ class Slow(Sampler):
         super().__init__(lambda x: x, X, "device", "warm")
         self.calls = 0
 
-    def sample(self, count: int) -> list[float]:
+    def sample(self, count: int, deadline: float | None = None) -> list[float]:
         time.sleep(self.CALL_S * count)
         self.calls += count
         return [self.CALL_S * 1e3] * count
@@ -143,6 +143,20 @@ def test_max_time_s_is_a_cap_not_a_wish():
     assert 1 <= len(m.samples) <= 8 and m.sampler.calls == len(m.samples)
     (warning,) = noise_warnings(m, cfg)
     assert f"{len(m.samples)} samples < min_iters 200" in warning and "max_time_s ran out" in warning
+
+
+def test_calls_that_slow_down_mid_chunk_stop_at_max_time_s():
+    """A chunk is planned from the calls so far: 1 ms calls plan ~250 more, and when the calls turn 50 ms
+    the chunk ran on for ~12 s under max_time_s 0.3. The host-timed sampler now stops at the budget."""
+    durations = iter([0.001] * 20 + [0.05] * 1000)
+    m = Measurement("slowing", Sampler(lambda x: time.sleep(next(durations)), X, "device", "warm"))
+    cfg = config(min_iters=10, rounds=1, min_time_s=0.25, max_time_s=0.3)
+    t0 = time.perf_counter()
+
+    measure_interleaved([m], cfg)
+
+    assert time.perf_counter() - t0 < 2.0            # budget + one 50 ms call, with slack for a loaded machine
+    assert any(s >= 50 for s in m.samples)           # it did meet the slow calls, and stopped among them
 
 
 def test_a_call_longer_than_max_time_s_still_gives_one_sample():
