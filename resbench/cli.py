@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -59,10 +60,21 @@ def default_out_path(suite_name: str) -> Path:
     return path
 
 
+def _file_path(flag: str) -> Callable[[str], Path]:
+    """The parser of an output path option: the path as typed, refused when it ends with '/' (Path() drops
+    the slash, and `--out new.json/` wrote a file named new.json)."""
+    def parse(text: str) -> Path:
+        if text.endswith(("/", os.sep)):
+            raise UsageError(f"{flag} {text!r} ends with '/', which names a folder; give a file path")
+        return Path(text)
+    return parse
+
+
 @app.command()
 def run(
     suite: Annotated[Path, typer.Argument(help="Suite YAML file, e.g. suites/resnet50.yaml")],
-    out: Annotated[Path | None, typer.Option(help="Run file to write (default runs/<suite>/<time>.json)")] = None,
+    out: Annotated[Path | None, typer.Option(parser=_file_path("--out"), metavar="PATH",
+                                             help="Run file to write (default runs/<suite>/<time>.json)")] = None,
     resume: Annotated[Path | None, typer.Option(help="Run file of an interrupted run: measure only the "
                                                         "cases that are missing or did not finish")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default: the suite's "
@@ -234,7 +246,7 @@ def _terminate(signum: int, _frame: object) -> None:
 def merge(
     runs: Annotated[list[Path], typer.Argument(help="Run files to join: the shards of one suite "
                                                         "(--shard I/N), or its runs on several machines")],
-    out: Annotated[Path, typer.Option(help="Run file to write")],
+    out: Annotated[Path, typer.Option(parser=_file_path("--out"), metavar="PATH", help="Run file to write")],
     only_device: Annotated[str | None, typer.Option(
         "--only-device", help="Keep only the rows measured on this device (GPU or CPU model): splits a run "
         "across GPU models, which compare and recommend take one model at a time")] = None,
@@ -316,12 +328,16 @@ def env(
 def report(
     run_file: Annotated[Path, typer.Argument(help="Run file written by `resbench run`")],
     html: Annotated[Path | None, typer.Option(
-        "--html", help="Write a self-contained HTML report (plots embedded)")] = None,
+        "--html", parser=_file_path("--html"), metavar="PATH",
+        help="Write a self-contained HTML report (plots embedded)")] = None,
     md: Annotated[Path | None, typer.Option(
-        "--md", help="Write compact Markdown (PR comments, CI step summaries)")] = None,
-    csv: Annotated[Path | None, typer.Option("--csv", help="Write CSV, one row per case")] = None,
+        "--md", parser=_file_path("--md"), metavar="PATH",
+        help="Write compact Markdown (PR comments, CI step summaries)")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", parser=_file_path("--csv"), metavar="PATH",
+                                             help="Write CSV, one row per case")] = None,
     pytest_benchmark: Annotated[Path | None, typer.Option(
-        "--pytest-benchmark", help="Write pytest-benchmark JSON (read by its `compare`)")] = None,
+        "--pytest-benchmark", parser=_file_path("--pytest-benchmark"), metavar="PATH",
+        help="Write pytest-benchmark JSON (read by its `compare`)")] = None,
 ) -> None:
     """Print a run's summary and write it as HTML, Markdown, CSV or pytest-benchmark JSON."""
     from resbench.report.console import print_run
@@ -349,7 +365,8 @@ def compare(
         "--fail-on", metavar="METRIC:PCT%", help="Gate: median|p90|p95|p99|memory and a minimum effect, "
         "e.g. median:5% (the default), p99:10%, memory:10%; repeatable")] = None,
     md: Annotated[Path | None, typer.Option(
-        "--md", help="Write the comparison as Markdown (also when the gate fails)")] = None,
+        "--md", parser=_file_path("--md"), metavar="PATH",
+        help="Write the comparison as Markdown (also when the gate fails)")] = None,
     allow_insufficient: Annotated[bool, typer.Option(
         "--allow-insufficient", help="Pass cases with too few samples to judge (INSUFFICIENT) instead of "
         "failing on them")] = False,

@@ -95,6 +95,9 @@ def test_env_reports_device_and_backends() -> None:
      "--repeat 99999999999999999999 is not allowed; it must be an integer from 1 to 1,000"),
     (["run", "suites/smoke.yaml", "--bogus"], "No such option: --bogus"),
     (["run", "suites/smoke.yaml", "--wait-idle", "-1"], "--wait-idle -1.0 is not allowed; it must be a number"),
+    # pathlib drops a trailing '/': `--out new.json/` wrote a file named new.json
+    (["run", "suites/smoke.yaml", "--out", "new.json/"], "--out 'new.json/' ends with '/', which names a folder"),
+    (["report", "r.json", "--html", "r.html/"], "--html 'r.html/' ends with '/', which names a folder"),
 ])
 def test_usage_errors_are_one_line_exit_2(args: list[str], fragment: str) -> None:
     result = resbench(*args)
