@@ -1,6 +1,10 @@
 """The ONNX graph a QDQ runtime (onnxruntime, openvino) loads for a row: the torch.onnx export, or for an
 int8 row the QDQ model (onnx_quantize.py) — made once per group and shared by every backend whose inputs to
-quantization are identical.
+it are identical.
+
+The fp32 rows of both backends export the same model on the same example: the export is made once too
+(key: the model and the example's shape and dtype; rows record `onnx_export_reused`). An fp16 onnxruntime
+row on a GPU exports a half model, openvino a float one: different keys, no sharing.
 
 The onnxruntime and openvino int8 rows of a group quantize the same fp32 model with the same calibration
 (both backends export the model in fp32 and run onnxruntime's quantizer), so the second prepare would spend
@@ -12,10 +16,10 @@ docs/backends.md). Here the first prepare makes it and the second reuses it when
   (their bytes: a changed seed, sample count or preprocessing is a different key), the range estimator,
   quantize_static's settings, and the kept artifact's path. Hashing ResNet-50's 100 MB of state takes
   about 0.2 s, against 10-30 s of export and quantization.
-- The QDQ model is quantized into a private, read-only copy in this process's temporary folder, which both
-  backends load; the kept artifact (`<cache>/int8/...onnx`, onnx_quantize.artifact_path) is then replaced
-  atomically with a copy of it. A later write to the kept file (a rerun, another worker with another batch
-  size) cannot change what the group's backends run.
+- The graph (for int8 the QDQ model) is written into a private, read-only copy in this process's temporary
+  folder, which both backends load; for int8 the kept artifact (`<cache>/int8/...onnx`,
+  onnx_quantize.artifact_path) is then replaced atomically with a copy of it. A later write to the kept
+  file (a rerun, another worker with another batch size) cannot change what the group's backends run.
 - At most MAX_SHARED models are held; `release()` (measure.run_group calls it when a group ends) deletes
   them, so no group sees another group's model and the folder does not outlive the work. A worker that is
   killed leaves its folder (`resbench-qdq-*` under the temporary directory) behind.
@@ -63,15 +67,22 @@ class RowGraph:
 
     def artifacts(self) -> dict[str, object]:
         if self.quantized is None:
-            return self.exported.artifacts()
+            return {**self.exported.artifacts(), "onnx_export_reused": self.reused}
         return {**self.exported.artifacts(), **self.quantized.artifacts(), "int8_onnx_reused": self.reused}
 
 
 def row_graph(case, model: torch.nn.Module, example: torch.Tensor, folder: Path, options: QdqCalibration) -> RowGraph:
-    """Export `model` on `example` into `folder` (export_onnx) and, for an int8 case, quantize it, unless this
-    group already made the QDQ model of the same inputs: then that one, with `reused` set."""
+    """Export `model` on `example` (export_onnx) and, for an int8 case, quantize it (the fp32 export goes to
+    `folder`), unless this group already made the graph of the same inputs: then that one, `reused` set."""
     if not is_quantized(case.dtype):
-        return RowGraph(export_onnx(model, example, folder / "model.onnx"), None)
+        key = export_key(model, example)
+        shared = _SHARED.get(key)
+        if shared is not None:
+            return dataclasses.replace(shared, reused=True)
+        private = _SHARED.path_for(key)
+        graph = RowGraph(export_onnx(model, example, private), None, private=private)
+        _SHARED.put(key, graph)
+        return graph
     images = calibration.case_images(case, options)
     kept = artifact_path(case, options.method, options.samples)
     key = quantization_key(model, example, images, options.method, kept)
@@ -87,24 +98,35 @@ def row_graph(case, model: torch.nn.Module, example: torch.Tensor, folder: Path,
     return graph
 
 
+def export_key(model: torch.nn.Module, example: torch.Tensor) -> str:
+    """A digest of everything the ONNX export depends on: the model and the example's shape and dtype."""
+    digest = hashlib.sha256(b"export\n")
+    _add_model(digest, model, example)
+    return digest.hexdigest()
+
+
 def quantization_key(model: torch.nn.Module, example: torch.Tensor, images: torch.Tensor, method: str,
                      kept: Path) -> str:
     """A digest of everything the QDQ model depends on (module docstring)."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"qdq\n")
+    _add_model(digest, model, example)
+    _add_tensor(digest, images)
+    digest.update(f"{method}\n{sorted(SETTINGS.items())}\n{kept}".encode())
+    return digest.hexdigest()
 
-    def add(tensor: torch.Tensor) -> None:
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # bytes independent of the memory format
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy())
 
+def _add_model(digest, model: torch.nn.Module, example: torch.Tensor) -> None:
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model}\n".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        add(tensor)
+        _add_tensor(digest, tensor)
     digest.update(f"example {example.dtype}{tuple(example.shape)}\n".encode())
-    add(images)
-    digest.update(f"{method}\n{sorted(SETTINGS.items())}\n{kept}".encode())
-    return digest.hexdigest()
+
+
+def _add_tensor(digest, tensor: torch.Tensor) -> None:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # bytes independent of the memory format
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(flat.view(torch.uint8).numpy())
 
 
 def release() -> None:

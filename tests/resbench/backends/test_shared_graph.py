@@ -94,3 +94,20 @@ def test_the_shared_file_is_a_private_read_only_copy_until_the_group_ends(make_c
     assert not private.exists() and not private.parent.exists()
     _, again, _ = prepare("openvino", make_case, tiny_model, example)
     assert again["int8_onnx_reused"] is False  # a new group quantizes again
+
+
+def test_fp32_rows_share_one_export_and_both_pass_parity(make_case, tiny_model, example, check_parity):
+    """The fp32 rows of onnxruntime and openvino export the same model on the same example: once a group."""
+    made = {}
+    for name in ("onnxruntime", "openvino"):
+        case = make_case(name, "fp32")
+        backend = get_backend(name)
+        fn = backend.prepare(copy.deepcopy(tiny_model), example(case), case)
+        made[name] = backend.artifacts()
+        verdict = check_parity(fn, case)
+        assert verdict.passed, f"{name}: {verdict.rule}"
+    assert made["onnxruntime"]["onnx_export_reused"] is False and made["openvino"]["onnx_export_reused"] is True
+    other = make_case("openvino", "fp32", batch_size=1)   # another traced shape: its own export
+    backend = get_backend("openvino")
+    backend.prepare(copy.deepcopy(tiny_model), example(other), other)
+    assert backend.artifacts()["onnx_export_reused"] is False
