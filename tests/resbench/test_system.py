@@ -40,10 +40,15 @@ def _window_while(meters: list[CpuMeter], seconds: float) -> None:
 def test_other_processes_are_counted_and_named():
     cores = len(system.affinity_cores())
     with cpu_load(processes=2, seconds=30, stranger=True) as spinners:
-        before = cpu_seconds(spinners)
         meter = CpuMeter(OwnProcesses())
-        _window_while([meter], 1.5)
+        # the spinners are read INSIDE the meter's window: they never stop, so reading them outside it
+        # (as this test once did) counted the ~25 ms each start()/stop() takes on a slow CI box as
+        # spinning the meter could not see (0.10 s on 2 cores, failing a 0.08 s rounding allowance)
+        meter.start()
+        before = cpu_seconds(spinners)
+        time.sleep(1.5)
         spun = cpu_seconds(spinners) - before
+        meter.stop()
     window = meter.window
     # everything the spinners ran is in "other" (plus whatever else ran); none of it is ours
     assert window.other_s >= spun - 4 * TICK_S * cores, (window, spun)
