@@ -192,8 +192,10 @@ def run(
         raise OutputError(f"{exc}; {keeps}") from None
     except KeyboardInterrupt:
         if started and target.is_file() and run_file is not None:
-            stderr.print(f"run file {out_path} keeps {len(run_file.rows)} case(s); finish it with `{hint}`",
-                         markup=False, highlight=False, soft_wrap=True)
+            partial = sum(row.partial for row in run_file.rows)
+            of_which = f" ({partial} partial: fewer repetitions than --repeat {repeat})" if partial else ""
+            stderr.print(f"run file {out_path} keeps {len(run_file.rows)} case(s){of_which}; finish it with "
+                         f"`{hint}`", markup=False, highlight=False, soft_wrap=True)
         # typer turns a KeyboardInterrupt into a returned exit code that main() does not see; an Abort
         # reaches main(), which exits 130
         raise typer.Abort() from None

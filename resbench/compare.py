@@ -556,6 +556,12 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
     for name, count in zip((base_name, cand_name), duplicates, strict=True):
         if count:
             warnings.append(f"{name} has {count} duplicate case(s); the last of each is compared")
+    for name, run in ((base_name, base), (cand_name, cand)):
+        if partial := [row.label for row in run.rows if row.partial]:
+            shown_labels = ", ".join(partial[:3]) + (f" and {len(partial) - 3} more" if len(partial) > 3 else "")
+            warnings.append(f"{name} has {len(partial)} partial row(s), measured in fewer repetitions than its "
+                            f"--repeat asked (the run stopped: {shown_labels}); they are compared on the "
+                            f"repetitions measured")
     return Comparison(base_name, cand_name, cases, thresholds, alpha,
                       tuple(environment_differences(base, cand)), tuple(warnings), allow_insufficient)
 

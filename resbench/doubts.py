@@ -2,7 +2,9 @@
 
 A row measured under contention, through noise, or on a throttled GPU has a median that may be off by
 more than its CI says; reports mark such rows and the recommendation never prefers one over a clean row
-without saying so. Other warnings (parity not checked, a timing mode fallback) are not timing doubts."""
+without saying so. So is a partial row (`--repeat K` stopped before the K-th repetition): its median is
+not the median of K runs, and the run-to-run spread the user asked for is unknown. Other warnings (parity
+not checked, a timing mode fallback) are not timing doubts."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from resbench.results import ResultRow
 from resbench.system import GPU_WARNING_PREFIX, WARNING_PREFIX
 
 _CV = re.compile(r"^CV (\S+%)")
+_PARTIAL = re.compile(r"^(\d+) of (\d+) repetitions measured")  # runner.partial_warning
 
 
 def tag(warning: str) -> str | None:
-    """'busy', 'GPU shared', 'noisy', 'CV 4.1%', 'throttled', or None for a warning that is no timing doubt."""
+    """'busy', 'GPU shared', 'noisy', 'CV 4.1%', 'throttled', '1/3 repetitions' (a partial row), or None for
+    a warning that is no timing doubt."""
     if warning.startswith(WARNING_PREFIX):
         return "busy"
     if warning.startswith(GPU_WARNING_PREFIX):
@@ -24,6 +28,8 @@ def tag(warning: str) -> str | None:
         return "noisy"
     if warning.startswith("throttled"):
         return "throttled"
+    if match := _PARTIAL.match(warning):
+        return f"{match.group(1)}/{match.group(2)} repetitions"
     match = _CV.match(warning)
     return f"CV {match.group(1)}" if match else None
 

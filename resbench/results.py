@@ -119,6 +119,21 @@ class Placement(_Record):
     cuda_visible_devices: str | None = None  # what the measuring process saw
 
 
+class Repetitions(_Record):
+    """How many of a `--repeat K` run's repetitions a row combines. Fewer than asked: a partial row, written
+    when the run stopped before the group's other repetitions (the runner saves after each repetition);
+    `--resume` measures the group again and the complete row replaces it (docs/running.md)."""
+
+    measured: int = Field(ge=1)              # repetitions finished (ok or not); repeat_medians_ms: the ok ones
+    asked: int = Field(ge=2)                 # K
+
+    @model_validator(mode="after")
+    def _measured_at_most_asked(self) -> Repetitions:
+        if self.measured > self.asked:
+            raise ValueError(f"measured ({self.measured}) exceeds asked ({self.asked})")
+        return self
+
+
 class ResultRow(_Record):
     # identity
     model: str
@@ -143,7 +158,8 @@ class ResultRow(_Record):
     first_call_s: NonNegative | None = None
     latency_ms: LatencyStats | None = None
     samples_ms: list[Positive] = Field(default_factory=list)
-    repeat_medians_ms: list[Positive] = Field(default_factory=list)   # one per --repeat
+    repeat_medians_ms: list[Positive] = Field(default_factory=list)   # one per ok --repeat repetition
+    repetitions: Repetitions | None = None   # --repeat K > 1 only (absent in older files: complete)
     throughput_ips: Positive | None = None   # batch / median latency
     tflops: NonNegative | None = None        # gflops x batch / median latency
     pct_peak: NonNegative | None = None      # of hardware.py's peak for this device and dtype
@@ -178,6 +194,11 @@ class ResultRow(_Record):
     @property
     def backend_label(self) -> str:
         return backend_label(self.backend, self.options)
+
+    @property
+    def partial(self) -> bool:
+        """Fewer repetitions than `--repeat` asked: the run stopped before the rest (not a finished case)."""
+        return self.repetitions is not None and self.repetitions.measured < self.repetitions.asked
 
     @property
     def identity(self) -> tuple:

@@ -4,8 +4,8 @@ Cases sharing (model, weights, dtype, batch) form a group, measured together by 
 runner turns groups (x `--repeat`) into units, hands them to an executor (resbench/executors/: fresh
 worker processes by default, so a crash, a hard OOM or a hang becomes a `crashed`/`timeout` row and the
 run goes on; or this process, for debugging), and writes the run file - it alone does - atomically
-whenever a case's row is final. Before any measuring, `preflight` builds every model the suite names and
-reads every weights file (docs/running.md)."""
+whenever a case's row is final (under `--repeat`, also after each repetition: partial rows). Before any
+measuring, `preflight` builds every model the suite names and reads every weights file (docs/running.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from resbench.executors import Executor, Unit, get_executor
 from resbench.executors.model_check import Costs, ModelFault
 from resbench.measure import ProgressFn, base_row
 from resbench.models import ModelSpec, model_cost
-from resbench.results import ResultRow, RunFile, RunFileWriter
+from resbench.results import Repetitions, ResultRow, RunFile, RunFileWriter
 from resbench.suite import Case, Suite
 
 
@@ -124,17 +124,18 @@ def _input_bytes(case: Case) -> int:
     return case.batch_size * 3 * case.image_size ** 2 * torch.empty((), dtype=torch_dtype(case.dtype)).element_size()
 
 
-FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures only crashed / timeout / missing
+FINISHED = ("ok", "skipped", "failed", "oom")  # a resumed run re-measures crashed / timeout / partial / missing
 
 
 def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> list[Case]:
-    """For --resume: the cases still to measure (missing, or ended `crashed` / `timeout`).
+    """For --resume: the cases still to measure (missing, ended `crashed` / `timeout`, or partial: fewer
+    `--repeat` repetitions than asked, whatever its status).
 
     Refuses (UsageError, one line) a run file of another suite, and one whose rows are not exactly this
     suite's cases on this device: a row of another model or batch size, a second row of one case, or a
     row measured on another device would otherwise count as done. Unfinished rows stay in `run`, their
     reasons with them, until a new row of the same case replaces them (run_suite), so a resume that is
-    itself interrupted loses nothing."""
+    itself interrupted loses nothing (a partial row: until a row of as many repetitions or more does)."""
     keys = run.suite_differences(suite.model_dump(mode="json"))
     if keys:
         raise UsageError(f"cannot resume {path!r}: the suite no longer matches the run file "
@@ -152,26 +153,38 @@ def pending_cases(run: RunFile, suite: Suite, cases: list[Case], path: str) -> l
                              f"for another device: start a new run file")
         if row.weights != case.model.weights:
             raise UsageError(f"{where} used weights {row.weights!r}, the suite names {case.model.weights!r}")
-    done = {row.identity for row in run.rows if row.status in FINISHED}
+    done = {row.identity for row in run.rows if row.status in FINISHED and not row.partial}
     return [case for case in cases if case.identity not in done]
 
 
-def combine_repeats(repeats: list[list[ResultRow]]) -> list[ResultRow]:
-    """One row per case from K repetitions: the repetition with the median median, carrying every
-    repetition's median in `repeat_medians_ms` (the run-to-run spread)."""
+def combine_repeats(repeats: list[list[ResultRow]], asked: int | None = None) -> list[ResultRow]:
+    """One row per case from the repetitions measured so far (`asked`: K, default as many as given): the
+    repetition with the median median, carrying every ok repetition's median in `repeat_medians_ms` (the
+    run-to-run spread) and the counts in `repetitions`. Fewer than asked makes a partial row, with a
+    warning saying so: what a stopped run leaves of a group (run_suite saves after each repetition)."""
+    asked = asked or len(repeats)
     combined = []
     for reps in zip(*repeats, strict=True):
         ok = [r for r in reps if r.status == "ok" and r.latency_ms is not None]
         if not ok:
-            combined.append(reps[-1])
-            continue
-        ordered = sorted(ok, key=lambda r: r.latency_ms.median)
-        chosen = ordered[(len(ordered) - 1) // 2].model_copy(deep=True)
-        chosen.repeat_medians_ms = [r.latency_ms.median for r in ok]
-        if len(ok) < len(reps):
-            chosen.warnings.append(f"{len(reps) - len(ok)} of {len(reps)} repetitions did not finish ok")
+            chosen = reps[-1].model_copy(deep=True)
+        else:
+            ordered = sorted(ok, key=lambda r: r.latency_ms.median)
+            chosen = ordered[(len(ordered) - 1) // 2].model_copy(deep=True)
+            chosen.repeat_medians_ms = [r.latency_ms.median for r in ok]
+            if len(ok) < len(reps):
+                chosen.warnings.append(f"{len(reps) - len(ok)} of {len(reps)} repetitions did not finish ok")
+        chosen.repetitions = Repetitions(measured=len(reps), asked=asked)
+        if len(reps) < asked:
+            chosen.warnings.append(partial_warning(len(reps), asked))
         combined.append(chosen)
     return combined
+
+
+def partial_warning(measured: int, asked: int) -> str:
+    """The warning of a partial row (doubts.py tags it `1/3 repetitions`)."""
+    return (f"{measured} of {asked} repetitions measured (the run stopped before the others; --resume "
+            f"measures the group again)")
 
 
 def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
@@ -186,8 +199,9 @@ def run_suite(cases: list[Case], run: RunFile, out: Path, *, repeat: int = 1,
     `preflight` runs first (unless the caller ran it and passes what it found as `checked`), so bad models
     or weights fail before the run file is written; the cases of a model whose own code failed its check
     get that fault's row without being measured. The run file is saved atomically as soon as a case's row
-    is final (with `repeat` > 1: once a group's K repetitions are in, since its rows then combine them),
-    so Ctrl-C or a killed run leaves a valid file with every finished case. A failed write (a full
+    is final; with `repeat` K > 1, after each repetition of a group: its rows combine the repetitions in so
+    far, partial (`ResultRow.partial`, with a warning) until the K-th. So Ctrl-C or a killed run leaves a
+    valid file with every finished case and every finished repetition. A failed write (a full
     disk) raises output_files.WriteError and leaves the previous file intact.
 
     `wait_idle_s`: before each group, wait up to that long for the machine to go quiet (system.py).
@@ -262,9 +276,11 @@ def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
 
 class _RunFileSink:
     """Collects the rows an executor streams back and keeps the run file current: the rows the run file
-    had, then every group's rows in group order (a group's streamed rows until its final ones are in). A
-    new row of a case the file already had a row for (a resumed crash or timeout) takes that row's place,
-    so the old row and its reason stay until the case is measured again."""
+    had, then every group's rows in group order (a group's streamed rows until its final ones are in; a
+    repeated group's partial rows, combining the repetitions in so far, until its K-th is). A new row of a
+    case the file already had a row for (a resumed crash, timeout or partial row) takes that row's place,
+    so the old row and its reason stay until the case is measured again - a partial row until a row of as
+    many repetitions or more replaces it."""
 
     def __init__(self, run: RunFile, out: Path, groups: list[list[Case]], repeats: list[int],
                  on_group_done: Callable[[list[Case], list[ResultRow]], None], progress: ProgressFn,
@@ -273,8 +289,10 @@ class _RunFileSink:
         self.on_group_done, self.progress = on_group_done, progress
         self.wait_idle_s, self.strict, self.device = wait_idle_s, strict, device
         self.kept = list(run.rows)
+        self.kept_partial = {row.identity: row.repetitions.measured for row in self.kept if row.partial}
         self.streamed: dict[int, dict[int, ResultRow]] = {}       # group -> case index -> row
         self.repetitions: dict[int, list[list[ResultRow]]] = {}   # group -> each finished repetition
+        self.partial: dict[int, list[ResultRow]] = {}              # group -> its rows until the K-th repetition
         self.final: dict[int, list[ResultRow]] = {}                # group -> its rows
         self.writer = RunFileWriter()
 
@@ -285,30 +303,44 @@ class _RunFileSink:
     def row(self, unit: Unit, index: int, row: ResultRow) -> None:
         if self.strict:
             row = system.fail_if_contended(row)
-        if self.repeats[unit.group] == 1:  # a repeated run's rows combine K repetitions: saved per group
+        if self.repeats[unit.group] == 1:  # a repeated run's rows combine repetitions: saved per repetition
             self.streamed.setdefault(unit.group, {})[index] = row
             self._save()
 
     def unit_done(self, unit: Unit, rows: list[ResultRow]) -> None:
         if self.strict:
             rows = [system.fail_if_contended(row) for row in rows]
+        repeat = self.repeats[unit.group]
         done = self.repetitions.setdefault(unit.group, [])
         done.append(rows)
-        if len(done) < self.repeats[unit.group]:
+        if len(done) < repeat:  # what a stop now would lose: save the repetitions in so far, marked partial
+            self.partial[unit.group] = combine_repeats(done, repeat)
+            self._save()
             return
-        self.final[unit.group] = combine_repeats(done) if self.repeats[unit.group] > 1 else rows
+        self.partial.pop(unit.group, None)
+        self.final[unit.group] = combine_repeats(done) if repeat > 1 else rows
         streamed = self.streamed.get(unit.group, {})
         if [streamed.get(i) for i in range(len(rows))] != self.final[unit.group]:
             # (an unrepeated group's rows were each saved as they came: the file has them already)
             self._save()
         self.on_group_done(self.groups[unit.group], self.final[unit.group])
 
+    def _rows_of(self, group: int) -> list[ResultRow]:
+        """The group's rows to save now: final, else partial (those that measured no fewer repetitions than
+        the partial row they would replace), else streamed."""
+        if group in self.final:
+            return self.final[group]
+        if group in self.partial:
+            return [row for row in self.partial[group]
+                    if row.repetitions.measured >= self.kept_partial.get(row.identity, 0)]
+        streamed = self.streamed.get(group, {})
+        return [streamed[i] for i in sorted(streamed)]
+
     def _save(self) -> None:
         rows = list(self.kept)
         position = {row.identity: index for index, row in enumerate(rows)}
         for g in range(len(self.groups)):
-            streamed = self.streamed.get(g, {})
-            for row in self.final[g] if g in self.final else (streamed[i] for i in sorted(streamed)):
+            for row in self._rows_of(g):
                 index = position.setdefault(row.identity, len(rows))
                 if index == len(rows):
                     rows.append(row)

@@ -113,7 +113,7 @@ def tables(run: RunFile) -> list[Table]:
             others = len(r.warnings) - sum(1 for w in r.warnings if tag(w) is not None)
             if others:
                 notes += f", {others} note{'s' if others > 1 else ''}"
-            if r.repeat_medians_ms:
+            if len(r.repeat_medians_ms) > 1:  # one median has no spread (a partial row: tagged in doubts)
                 spread = (max(r.repeat_medians_ms) - min(r.repeat_medians_ms)) / min(r.repeat_medians_ms)
                 notes += f", repeat spread {spread:.1%}"
             median = fmt_median(r)

@@ -435,3 +435,20 @@ def test_terminal_output_keeps_backend_options_and_brackets():
     text = buffer.getvalue()
     assert "resnet50 compile[mode=max-autotune] b1 bf16" in text
     assert "packages.x: [/1] -> [/2]" in text
+
+
+def test_partial_rows_are_compared_and_named_in_a_warning():
+    """A row of a --repeat run that stopped early (1 of 3 repetitions) holds real samples: it is compared,
+    and the comparison says which rows are partial instead of passing them off as K-repetition rows."""
+    from resbench.runner import combine_repeats
+
+    base = matrix(seed=1)
+    cand = matrix(seed=2)
+    cand.rows[:2] = combine_repeats([cand.rows[:2]], asked=3)
+    comparison = compare_runs(base, cand, cand_name="cand.json")
+    assert comparison.exit_code == 0 and all(c.verdict is Verdict.SAME for c in comparison.cases[:2])
+    assert comparison.warnings == (
+        "cand.json has 2 partial row(s), measured in fewer repetitions than its --repeat asked (the run "
+        "stopped: resnet18 eager b1 bf16, resnet18 eager b32 bf16); they are compared on the repetitions "
+        "measured",)
+    assert "Warning: cand.json has 2 partial row(s)" in render_markdown(comparison)

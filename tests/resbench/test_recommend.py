@@ -273,3 +273,17 @@ def test_a_run_without_latency_rows_is_an_error_not_an_empty_answer():
     assert str(info.value) == ("the run holds no latency rows, so there is nothing to recommend from "
                                "(0 rows; serving rows: --scenario)")
     assert info.value.exit_code == 2
+
+
+def test_a_partial_row_is_marked_and_never_silently_preferred():
+    """A row of a --repeat 3 run that stopped after one repetition is a doubt, like a noisy one: its median
+    is not the median of three runs."""
+    from resbench.runner import combine_repeats
+
+    (partial,) = combine_repeats([[runtime("compile", 6.0)]], asked=3)
+    (group,) = recommend(run([runtime("eager", 10.0), partial]), Constraints()).groups
+    assert group.recommended.row.backend == "compile" and group.recommended.doubts == ["1/3 repetitions"]
+    assert group.recommended.reason.endswith(
+        "; caution: measured with warnings (1/3 repetitions); the best clean runtime is eager bf16 "
+        "(median 10.000 ms, p99 10.500 ms)")
+    assert "1/3 repetitions" in table(recommend(run([runtime("eager", 10.0), partial]), Constraints()))

@@ -125,3 +125,24 @@ def test_int8_parity_cells_show_top1_agreement_not_an_eager_ratio(factory):
     assert fmt_parity(row) == "[green]pass[/] top-1 15/16 cos 0.9981"
     fp32 = factory.make_row("resnet18", "onnxruntime", 1)
     assert parity_cell(fp32) == "pass ×1.10 (cos 1.0000)"  # float rows keep the ratio to eager
+
+
+def test_console_marks_a_partial_row_and_shows_no_spread_of_one_median(factory):
+    """A --repeat 3 row of one repetition (the run stopped): tagged, no "repeat spread 0.0%"."""
+    import io
+
+    from rich.console import Console
+
+    from resbench.report.console import print_run
+    from resbench.runner import combine_repeats
+
+    repetitions = [[factory.make_row(median_ms=m), factory.make_row(backend="compile", median_ms=m / 2)]
+                   for m in (10.0, 11.0, 12.0)]
+    partial = combine_repeats(repetitions[:1], asked=3)[1]
+    complete = combine_repeats(repetitions)[0]
+    buffer = io.StringIO()
+    print_run(factory.make_run([complete, partial]), Console(file=buffer, width=250, color_system=None))
+    eager, compiled = (line for line in buffer.getvalue().splitlines() if line.startswith(("│ eager", "│ compile")))
+    assert "repeat spread 20.0%" in eager and "!" not in eager
+    assert "! 1/3 repetitions" in compiled and "repeat spread" not in compiled
+    assert "1 of 3 repetitions measured (the run stopped" in buffer.getvalue()   # listed under the table
