@@ -12,10 +12,12 @@ backends / timing / parity -> results."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,13 +158,17 @@ def _no_grad(fn: Forward) -> Forward:
     return call
 
 
-def _memory(p: Prepared, x: torch.Tensor) -> Memory:
-    """The backend's own footprint (memory.py) and the process-wide figures, each named in `source`."""
+def _memory(p: Prepared, x: torch.Tensor, calls: memory.PeakRss | None = None,
+            during: str = "its timed calls") -> Memory:
+    """The backend's own footprint (memory.py) and the process-wide figures, each named in `source`.
+    `calls` (CPU): the peak-RSS windows to count instead of the prepared footprint's own (a serving row's
+    LoadGen runs, `during` naming them); the GPU figure is one call's peak on `x` either way."""
     device = x.device
     if isinstance(p.footprint, memory.CpuFootprint):
-        figures = p.footprint.figures()
-        scope = ("this group's worker process (model, every backend of the group, parity reference)" if IN_WORKER
-                 else "the whole measuring process so far (in-process run)")
+        footprint = p.footprint if calls is None else dataclasses.replace(p.footprint, calls=calls)
+        figures = footprint.figures(during)
+        scope = ("this group's worker process (model, every runtime prepared in it, inputs, parity reference)"
+                 if IN_WORKER else "the whole measuring process so far (in-process run)")
         figures["source"] += f"; process_mb: peak RSS of {scope}"
         return Memory(process_mb=memory.process_peak_rss_mb(), **figures)
     synchronize(device)
@@ -186,6 +192,15 @@ def _memory(p: Prepared, x: torch.Tensor) -> Memory:
     return result
 
 
+def row_memory(p: Prepared, x: torch.Tensor, calls: memory.PeakRss | None = None,
+               during: str = "its timed calls") -> Memory:
+    """`_memory`, or a Memory whose source says why it was not measured (a figure must never fail a row)."""
+    try:
+        return _memory(p, x, calls, during)
+    except Exception as exc:
+        return Memory(source=f"not measured: {describe(exc)}")
+
+
 def _eager_rel_l2(model: torch.nn.Module, case: Case, images: torch.Tensor, reference: torch.Tensor,
                   device: torch.device) -> float | None:
     """Eager's error in this dtype (for int8, int8 weight rounding's): the yardstick for every row's err_ratio."""
@@ -203,6 +218,76 @@ def stage_text(cases: list[Case], index: int | None, stage: str) -> str:
     first = cases[0]
     what = stage if index is None else f"{stage} of {cases[index].backend_label}"
     return f"{first.model.name} {first.dtype} b{first.batch_size}: {what}"
+
+
+def own_processes() -> system.OwnProcesses:
+    """This run's own processes, as the contention meters attribute CPU time (system.py)."""
+    return system.OwnProcesses.of_worker() if IN_WORKER else system.OwnProcesses()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a row records about the conditions it was measured under (its `system` and `telemetry`), and
+    the warnings they call for (contention: system.py; throttling: telemetry.py)."""
+
+    system: dict[str, Any]
+    contention: list[str]
+    telemetry: dict[str, Any]
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.contention + telemetry.warnings_for(self.telemetry)
+
+
+class Watch:
+    """The observers of a group's measured windows, for every kind of row: the machine (system.SliceMonitor:
+    other processes' CPU time on our cores, other processes on the GPU), the GPU's clocks
+    (telemetry.Monitor) and, on CPU, the peak RSS growth during the window (memory.PeakRss, when given).
+    A latency group opens one window per timed slice (`opened` / `closed`, which may veto a slice taken
+    at a low SM clock); a serving group one per LoadGen performance run (`window`). One observer for both,
+    so `system`, `telemetry` and `memory.calls_mb` mean the same on either kind of row. Labels name the
+    case the window belongs to; `evidence(label)` is its record."""
+
+    def __init__(self, device: torch.device):
+        index = _device_index(device)
+        self.load = system.SliceMonitor(device.type, index, own_processes())
+        self.clocks = telemetry.Monitor(device.type, index)
+
+    def __enter__(self) -> Watch:
+        self.clocks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clocks.__exit__(*exc)
+
+    def opened(self, label: str, rss: memory.PeakRss | None = None) -> None:
+        self.clocks.label = label
+        self.load.slice_started(label)
+        if rss is not None:
+            rss.start()
+
+    def closed(self, label: str, t0: float, t1: float, rss: memory.PeakRss | None = None) -> bool:
+        """End the window; False when the GPU ran at a low SM clock during [t0, t1] (telemetry.py)."""
+        if rss is not None:  # first: the RSS window opened last, and the load reading allocates
+            rss.stop()
+        self.load.slice_ended(label)
+        return self.clocks.slice_ok(label, t0, t1)
+
+    @contextlib.contextmanager
+    def window(self, label: str, rss: memory.PeakRss | None = None) -> Iterator[None]:
+        """One window that is kept whatever happened in it (a LoadGen run cannot be taken again: a low
+        clock shows in the row's telemetry and warnings instead)."""
+        self.opened(label, rss)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.closed(label, t0, time.perf_counter(), rss)
+            self.clocks.label = None
+
+    def evidence(self, label: str, threads: int | None) -> Evidence:
+        record, contention = self.load.record(label, threads)
+        return Evidence(record, contention, self.clocks.summary(label))
 
 
 class GroupRecorder:
@@ -262,9 +347,7 @@ def _run_group(cases: list[Case], progress: ProgressFn, on_stage: StageFn | None
 
     prepared: list[tuple[int, Prepared]] = []
     thread_count = thread_policy.apply(thread_policy.resolve(first.threads))   # before any prepare (threads.py)
-    load = system.SliceMonitor(first.device, _device_index(device),
-                               system.OwnProcesses.of_worker() if IN_WORKER else system.OwnProcesses())
-    with pinned(first.dtype) as flags, telemetry.Monitor(first.device, _device_index(device)) as monitor:
+    with pinned(first.dtype) as flags, Watch(device) as watch:
         for i, case in enumerate(cases):
             backend = get_backend(case.backend)
             ok, reason = backend.available(device)
@@ -287,20 +370,14 @@ def _run_group(cases: list[Case], progress: ProgressFn, on_stage: StageFn | None
 
             def on_slice(m: Measurement) -> None:
                 stage(index_of[id(m)], "measure")
-                monitor.label = m.label
-                load.slice_started(m.label)
-                if id(m) in rss_of:
-                    rss_of[id(m)].start()
+                watch.opened(m.label, rss_of.get(id(m)))
 
             def accept_slice(m: Measurement, t0: float, t1: float) -> bool:
-                if id(m) in rss_of:  # first: the RSS window opened last, and the load reading allocates
-                    rss_of[id(m)].stop()
-                load.slice_ended(m.label)
-                return monitor.slice_ok(m.label, t0, t1)
+                return watch.closed(m.label, t0, t1, rss_of.get(id(m)))
 
             measure_interleaved([p.measurement for _, p in prepared], first.timing, on_slice=on_slice,
                                 accept_slice=accept_slice)
-            monitor.label = None
+            watch.clocks.label = None
 
         images = reference = eager_error = reference_failure = None
         if prepared:  # no row to check (every backend skipped or failed): no fp64 forward
@@ -314,8 +391,7 @@ def _run_group(cases: list[Case], progress: ProgressFn, on_stage: StageFn | None
                 reference_failure = describe(exc)
         for i, p in prepared:
             emit(i, _finish(p, x, cost, images, reference, eager_error, reference_failure,
-                            monitor.summary(p.measurement.label), load.record(p.measurement.label, thread_count),
-                            functools.partial(stage, i)))
+                            watch.evidence(p.measurement.label, thread_count), functools.partial(stage, i)))
     del prepared
     gc.collect()
     if device.type == "cuda":
@@ -331,18 +407,16 @@ def _device_index(device: torch.device) -> int:
 
 def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor | None,
             reference: torch.Tensor | None, eager_error: float | None, reference_failure: str | None,
-            clock: dict[str, Any], load: tuple[dict[str, Any], list[str]],
-            stage: Callable[[str], None]) -> ResultRow:
+            evidence: Evidence, stage: Callable[[str], None]) -> ResultRow:
     case, m = p.case, p.measurement
-    clock = dict(clock)
+    clock = dict(evidence.telemetry)
     if m.discarded:
         clock["discarded_samples"] = len(m.discarded)
-    system_record, contention = load
     common = dict(prepare_s=p.prepare_s, first_call_s=p.first_call_s, numerics=p.numerics,
-                  artifacts=p.artifacts, telemetry=clock, system=system_record)
+                  artifacts=p.artifacts, telemetry=clock, system=evidence.system)
     if m.failed is not None:
         return _failure_row(case, cost, m.failed, "measure", samples_ms=m.samples, **common)
-    warnings = p.warnings + contention + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
+    warnings = p.warnings + evidence.contention + noise_warnings(m, case.timing) + telemetry.warnings_for(clock)
     samples = m.samples
     if not samples:  # every slice was vetoed: report them rather than nothing, and say so
         samples = m.discarded
@@ -367,10 +441,7 @@ def _finish(p: Prepared, x: torch.Tensor, cost: ModelCost, images: torch.Tensor 
         except Exception as exc:
             warnings.append(f"parity not checked: {describe(exc)}")
     stage("memory")
-    try:
-        footprint = _memory(p, x)
-    except Exception as exc:
-        footprint = Memory(source=f"not measured: {describe(exc)}")
+    footprint = row_memory(p, x)
     return base_row(
         case, cost, latency_ms=stats, samples_ms=samples,
         throughput_ips=case.batch_size / (stats.median * 1e-3), tflops=tflops, pct_peak=pct, peak_source=source,

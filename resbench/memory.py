@@ -176,8 +176,8 @@ class CpuFootprint:
     def prepare_bytes(self) -> int:
         return max(self.after_prepare - self.before_copy - self.harness_bytes, 0)
 
-    def figures(self) -> dict[str, Any]:
-        """The Memory fields of this backend (MB)."""
+    def figures(self, during: str = "its timed calls") -> dict[str, Any]:
+        """The Memory fields of this backend (MB); `during` names the windows `calls` watched."""
         calls = max(self.calls.growth, 0)
         how = ("exact (kernel high-water mark reset per slice)" if self.calls.exact
                else f"sampled every {RSS_POLL_S * 1e3:g} ms")
@@ -186,7 +186,7 @@ class CpuFootprint:
             "prepare_mb": self.prepare_bytes / MB,
             "calls_mb": calls / MB,
             "source": ("backend_mb: this backend's own RSS = growth from its prepare (model copy to end of "
-                       f"warm-up, incl. libraries it loads first) + peak growth during its timed calls ({how})"),
+                       f"warm-up, incl. libraries it loads first) + peak growth during {during} ({how})"),
         }
 
 

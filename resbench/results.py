@@ -78,7 +78,7 @@ class Memory(_Record):
 
     backend_mb: NonNegative | None = None         # this backend's own footprint (CPU: RSS; GPU: allocator), memory.py
     prepare_mb: NonNegative | None = None         # CPU: RSS growth from its prepare (model copy to end of warm-up)
-    calls_mb: NonNegative | None = None           # CPU: peak RSS growth during its own timed calls
+    calls_mb: NonNegative | None = None           # CPU: peak RSS growth during its timed calls (serving: LoadGen runs)
     peak_allocated_mb: NonNegative | None = None  # torch.cuda.max_memory_allocated during the backend's calls
     peak_reserved_mb: NonNegative | None = None   # torch.cuda.max_memory_reserved (allocator incl. cache)
     process_mb: NonNegative | None = None         # process peak RSS (CPU)

@@ -1,13 +1,16 @@
 """The serving table: one row per (model, runtime, dtype, scenario) that LoadGen measured, for the
 terminal, Markdown and HTML reports. Every figure is the one LoadGen wrote in its summary (docs/serving.md).
 
-Latency tables elsewhere show latency rows only (`latency_rows`); serving rows are shown here."""
+Latency tables elsewhere show latency rows only (`latency_rows`); serving rows are shown here. A row whose
+LoadGen runs were measured under contention or on a throttled GPU (doubts.py) has its status marked as the
+latency tables mark theirs (`ok (1 warning) ! busy`, yellow in the terminal)."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
 
+from resbench.doubts import doubts
 from resbench.report.tables import html_table, markdown_table, ok_status, status_reason
 from resbench.results import ResultRow, RunFile
 
@@ -71,6 +74,12 @@ def verdict_text(row: ResultRow) -> str:
     return f"{serving.result}: {conditions} not satisfied"
 
 
+def status_cell(row: ResultRow) -> str:
+    """'ok', 'ok (2 warnings)', plus the timing doubts when there are any: 'ok (1 warning) ! busy'."""
+    tags = doubts(row)
+    return ok_status(row) + (f" ! {', '.join(tags)}" if tags else "")
+
+
 def cells(row: ResultRow) -> list[str]:
     identity = [row.model, row.backend_label, row.dtype, row.scenario or "—"]
     serving = row.serving
@@ -80,7 +89,7 @@ def cells(row: ResultRow) -> list[str]:
     accuracy = serving.accuracy
     top1 = "—" if accuracy is None else f"{accuracy.samples - len(accuracy.mismatched)}/{accuracy.samples}"
     return identity + [
-        ok_status(row), _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
+        status_cell(row), _number(serving.samples_per_s, ",.1f"), _latency(serving.latency_ms.p90),
         _latency(serving.latency_ms.p99), bound_text(row),
         f"{batching.batch_size} (fill {batching.mean_fill:.0%})", verdict_text(row), top1, serving.log_dir,
     ]
@@ -125,8 +134,11 @@ def console_table(run: RunFile):
         values = [escape(cell) for cell in cells(row)[:-1]]
         if row.status != "ok":
             values[4] = f"[red]{values[4]}[/]"
-        elif row.serving is not None and row.serving.bound_held is False:
-            values[8] = f"[red]{values[8]}[/]"
+        else:
+            if doubts(row):
+                values[4] = f"[bold yellow]{values[4]}[/]"
+            if row.serving is not None and row.serving.bound_held is False:
+                values[8] = f"[red]{values[8]}[/]"
         table.add_row(*values)
     return table
 

@@ -3,7 +3,9 @@
 Each point of a line is one LoadGen Server run (the peak search's probes, or the one run at target_qps):
 filled when its p99 held the bound, hollow when it missed. The horizontal line is the bound; a dotted
 vertical line in the runtime's colour is its Offline samples/s (what it completes with no latency limit),
-and a cross its SingleStream figure (one sample at a time). Matplotlib on the Agg canvas, no pyplot."""
+and a cross its SingleStream figure (one sample at a time). A runtime any of whose rows is doubtful
+(doubts.py: contention, throttling) is labelled with a leading "!", as the latency plots label theirs.
+Matplotlib on the Agg canvas, no pyplot."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from resbench.doubts import doubts
 from resbench.report.plots import Plot, encode_png
 from resbench.results import ResultRow
 
@@ -47,8 +50,9 @@ def latency_vs_qps(rows: Sequence[ResultRow]) -> Plot | None:
         runtimes: dict[str, dict[str, ResultRow]] = {}
         for row in members:
             runtimes.setdefault(row.backend_label, {})[row.scenario] = row
-        for index, (label, by_scenario) in enumerate(runtimes.items()):
+        for index, (runtime, by_scenario) in enumerate(runtimes.items()):
             color = f"C{index % 10}"
+            label = ("! " if any(doubts(row) for row in by_scenario.values()) else "") + runtime
             server = by_scenario.get("server")
             points = _server_points(server) if server is not None else []
             if points:
@@ -81,4 +85,5 @@ def latency_vs_qps(rows: Sequence[ResultRow]) -> Plot | None:
     return Plot("serving-latency-qps", "Serving: p99 latency vs QPS",
                 "Per runtime, LoadGen Server runs: p99 latency (issue to completion) against the QPS it "
                 "completed; filled points held the p99 bound (dashed), hollow ones missed it. Dotted "
-                "vertical: the Offline samples/s; cross: SingleStream.", encode_png(fig))
+                "vertical: the Offline samples/s; cross: SingleStream. A leading '!': measured under contention "
+                "or throttling (the row's warnings).", encode_png(fig))

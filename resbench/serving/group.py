@@ -5,7 +5,9 @@ per batch size it is called at (single-stream: 1; server: max_batch; offline: th
 measure.py's own prepare, first call and warm-up, so `prepare_s` means the same as on a latency row.
 Then, per scenario:
 1. the latency of one batch is sampled a few times: LoadGen's schedule hints and the peak search's start;
-2. the performance run(s): one LoadGen run, or (server with find_peak) the peak search's probes;
+2. the performance run(s): one LoadGen run, or (server with find_peak) the peak search's probes, each
+   watched as a latency row's timed slices are (measure.Watch: other processes' CPU and GPU use, GPU
+   clocks, the RSS peak), which gives the row its `system`, `telemetry`, `memory` and their warnings;
 3. LoadGen's accuracy mode on the parity images: every response's class against the reference's top-1;
 4. the row, with every figure copied from the summary LoadGen wrote (loadgen_log.py).
 LoadGen writes into `<run>.loadgen/<case>/` (the runner names it; an existing folder is never reused):
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from resbench import measure, parity
+from resbench import measure, memory, parity
 from resbench import threads as thread_policy
 from resbench.backends import get_backend
 from resbench.dtypes import torch_dtype
@@ -41,6 +43,9 @@ from resbench.suite import Case
 
 ESTIMATE_CALLS = 10           # calls sampled for the schedule hints (after measure.py's warm-up); their
                               # fastest, since one stalled call on a busy host is 100x the typical one
+MEASURED = "every LoadGen performance run of the scenario (peak-search probes included), not its accuracy run"
+CALLS_DURING = ("its LoadGen performance runs (the batches it ran, plus LoadGen's own bookkeeping for the run: "
+                "queries, responses, logs)")
 SINGLE_STREAM_HINT = 0.25     # expected latency = a quarter of the fastest: LoadGen stops once its floors are met,
                               # but runs out of queries when the hint is too high (inference#1566)
 
@@ -95,10 +100,10 @@ def run_serving_group(cases: list[Case], progress: measure.ProgressFn = lambda _
         return [rows[i] for i in range(len(cases))]
 
     backend = get_backend(first.backend)
-    thread_policy.apply(thread_policy.resolve(first.threads))  # as for latency rows, before any prepare
+    threads = thread_policy.apply(thread_policy.resolve(first.threads))  # as for latency rows, before any prepare
     prepared: dict[int, measure.Prepared | tuple[str, Exception]] = {}   # batch size -> runtime, or (stage, error)
     inputs: GroupInputs | None = None
-    with pinned(first.dtype) as flags:
+    with pinned(first.dtype) as flags, measure.Watch(device) as watch:
         for i, case in enumerate(cases):
             ok, reason = backend.available(device)
             if ok and hasattr(backend, "supports"):
@@ -118,11 +123,13 @@ def run_serving_group(cases: list[Case], progress: measure.ProgressFn = lambda _
                 continue
             try:
                 inputs = inputs or _group_inputs(case, device)
-                emit(i, _serve(lg, case, ready, inputs, cost, functools.partial(stage, i)))
+                emit(i, _serve(lg, case, ready, inputs, cost, functools.partial(stage, i), watch, threads))
             except ServingFailure as exc:  # the runtime raised during a LoadGen run
                 status = "oom" if measure.is_oom(exc.error) else "failed"
+                evidence = watch.evidence(case.scenario, threads)
                 emit(i, measure.base_row(case, cost, status, f"serving: {exc}", prepare_s=ready.prepare_s,
-                                         first_call_s=ready.first_call_s, numerics=ready.numerics))
+                                         first_call_s=ready.first_call_s, numerics=ready.numerics,
+                                         system=_system(evidence), telemetry=evidence.telemetry))
             except Exception as exc:
                 emit(i, measure._failure_row(case, cost, exc, last_stage.get(i, "serving"), prepare_s=ready.prepare_s,
                                              first_call_s=ready.first_call_s, numerics=ready.numerics))
@@ -156,8 +163,13 @@ def fresh_folder(wanted: Path) -> Path:
     raise RuntimeError(f"no free log folder next to {wanted}")
 
 
+def _system(evidence: measure.Evidence) -> dict[str, Any]:
+    """The row's `system`, saying which windows it covers (empty when no LoadGen run started)."""
+    return {**evidence.system, "measured": MEASURED} if evidence.system else {}
+
+
 def _serve(lg: Any, case: Case, p: measure.Prepared, inputs: GroupInputs, cost: ModelCost | None,
-           stage: Callable[[str], None]) -> ResultRow:
+           stage: Callable[[str], None], watch: measure.Watch, threads: int | None) -> ResultRow:
     cfg, scenario = case.serving, case.scenario
     if case.loadgen_dir is None:
         raise RuntimeError("no LoadGen log folder was given for this case")
@@ -169,14 +181,18 @@ def _serve(lg: Any, case: Case, p: measure.Prepared, inputs: GroupInputs, cost: 
     hints = settings.Hints(single_stream_latency_s=batch_s * SINGLE_STREAM_HINT, offline_qps=batch_qps,
                            server_qps=cfg.target_qps or batch_qps)
     max_wait_s = cfg.max_wait_ms / 1e3 if scenario == "server" else 0.0
-    warnings = list(p.warnings)
+    warnings: list[str] = []
+    # the measured windows: every performance run (the peak search's probes too: their verdicts make the
+    # row's peak, and recommend reads their p99s); the RSS peak of this scenario's runs alone
+    calls = memory.PeakRss() if isinstance(p.footprint, memory.CpuFootprint) else None
 
     def perform(run_hints: settings.Hints, name: str, quick: bool | None = None,
                 min_queries: int | None = None) -> Performance:
         outdir = folder / name
         run_settings = settings.test_settings(lg, scenario, cfg, run_hints, quick=quick, min_queries=min_queries)
         stats = run_test(lg, p.fn, inputs.qsl, run_settings, outdir, batch_size=case.batch_size,
-                         max_batch=case.batch_size, max_wait_s=max_wait_s)
+                         max_batch=case.batch_size, max_wait_s=max_wait_s,
+                         window=functools.partial(watch.window, scenario, calls))
         if stats.error is not None:
             raise ServingFailure(scenario, stats, str(outdir.relative_to(root)))
         return Performance(read_summary(outdir), stats, outdir)
@@ -205,9 +221,13 @@ def _serve(lg: Any, case: Case, p: measure.Prepared, inputs: GroupInputs, cost: 
     if record.result != "VALID" and cfg.compliant:  # quick runs are INVALID by design: the row says so anyway
         unmet = "; ".join(record.unmet) or "see its summary"
         warnings.append(f"LoadGen: {record.result} under MLPerf's rules ({unmet})")
+    evidence = watch.evidence(scenario, threads)
+    stage(f"{scenario}: memory")
+    footprint = measure.row_memory(p, p.measurement.sampler.x, calls, during=CALLS_DURING)
     return measure.base_row(case, cost, prepare_s=p.prepare_s, first_call_s=p.first_call_s, numerics=p.numerics,
                             artifacts=p.artifacts, throughput_ips=record.samples_per_s, serving=record,
-                            warnings=warnings)
+                            memory=footprint, telemetry=evidence.telemetry, system=_system(evidence),
+                            warnings=p.warnings + evidence.warnings + warnings)
 
 
 def _peak_search(perform: Callable[..., Performance], hints: settings.Hints, start_qps: float, cfg: Any,

@@ -9,13 +9,18 @@ options, in one dtype):
 - offline: the highest samples/s.
 - single-stream: the lowest p90 latency (LoadGen's SingleStream metric); `--max-p99-ms` bounds its p99.
 Excluded, with the reason: rows that did not run; a runtime whose latency rows in the same run fail
-parity (a fast wrong answer is not a candidate); no run under the bound."""
+parity (a fast wrong answer is not a candidate); no run under the bound.
+Doubt, as for latency rows (resbench/recommend.py): a row whose LoadGen runs were measured under contention
+or throttling (doubts.py) is ranked on its figure but marked, and when it is the pick its reason says so and
+names the best clean runtime; a note under the table says to rerun on a quiet machine."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from resbench.doubts import doubts
 from resbench.errors import UsageError, one_of
 from resbench.report.tables import status_reason
 from resbench.results import ResultRow, RunFile
@@ -33,6 +38,11 @@ class Candidate:
     def label(self) -> str:
         return f"{self.row.backend_label} {self.row.dtype}"
 
+    @property
+    def doubts(self) -> list[str]:
+        """The row's timing doubts ('busy', 'GPU shared', 'throttled'); none for a row that did not run."""
+        return doubts(self.row) if self.row.status == "ok" else []
+
 
 @dataclass(frozen=True)
 class ScenarioGroup:
@@ -40,6 +50,7 @@ class ScenarioGroup:
     image_size: int
     scenario: str
     candidates: tuple[Candidate, ...]   # the recommendation first (when any), then by figure, then excluded
+    notes: tuple[str, ...] = ()
 
     @property
     def recommended(self) -> Candidate | None:
@@ -117,8 +128,27 @@ def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
         ranked = sorted((c for c in candidates if c.value is not None),
                         key=lambda c: c.value if lower_is_better else -c.value)
         excluded = [c for c in candidates if c.value is None]
-        out.append(ScenarioGroup(model, image_size, scenario, tuple(ranked + excluded)))
+        notes: tuple[str, ...] = ()
+        if any(c.doubts for c in ranked):
+            ranked[0] = _with_caution(ranked[0], [c for c in ranked if not c.doubts], scenario)
+            notes = (DOUBT_NOTE,)
+        out.append(ScenarioGroup(model, image_size, scenario, tuple(ranked + excluded), notes))
     return out
+
+
+DOUBT_NOTE = ("runtimes with entries under 'doubts' were served under contention or throttling (their LoadGen "
+              "figures include whatever else the machine did); rerun on a quiet machine (resbench run "
+              "--wait-idle SECONDS, or --strict to fail such rows) before trusting their ranking")
+
+
+def _with_caution(pick: Candidate, clean: list[Candidate], scenario: str) -> Candidate:
+    """The pick, its reason saying when it was measured with doubts and which clean runtime is best."""
+    if not pick.doubts:
+        return pick
+    caution = f"; caution: measured with warnings ({', '.join(pick.doubts)})"
+    if clean:
+        caution += f"; the best clean runtime is {clean[0].label} ({_figure(clean[0], scenario)})"
+    return dataclasses.replace(pick, reason=pick.reason + caution)
 
 
 def _figure(candidate: Candidate, scenario: str) -> str:
@@ -139,7 +169,7 @@ def print_scenario_recommendation(groups: Sequence[ScenarioGroup], console, max_
         verdict = f"recommend {chosen.label}" if chosen else "no runtime meets the constraints"
         title = f"{group.model} ({group.image_size}px), {group.scenario}: {objective[group.scenario]}{limit}: {verdict}"
         table = Table(title=escape(title), title_justify="left")
-        for header in ("runtime", "role", "figure", "p99 ms", "LoadGen", "why"):
+        for header in ("runtime", "role", "figure", "p99 ms", "LoadGen", "doubts", "why"):
             table.add_column(header, overflow="fold")
         for candidate in group.candidates:
             role = ("[bold green]recommended[/]" if candidate is chosen else
@@ -151,5 +181,9 @@ def print_scenario_recommendation(groups: Sequence[ScenarioGroup], console, max_
             serving = candidate.row.serving
             table.add_row(escape(candidate.label), role, _figure(candidate, group.scenario),
                           "—" if candidate.p99_ms is None else f"{candidate.p99_ms:.3f}",
-                          "—" if serving is None else serving.result, escape(why))
+                          "—" if serving is None else serving.result,
+                          f"[yellow]{escape(', '.join(candidate.doubts))}[/]" if candidate.doubts else "",
+                          escape(why))
         console.print(table)
+        for note in group.notes:
+            console.print(f"  note: {note}", highlight=False, markup=False)

@@ -19,7 +19,7 @@ import importlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +104,11 @@ class ServingSUT:
 
 
 def run_test(lg: Any, fn, qsl: torch.Tensor, settings: Any, outdir: Path, *, batch_size: int, max_batch: int,
-             max_wait_s: float) -> RunStats:
-    """One LoadGen test (`settings`) of `fn` on the images `qsl`; LoadGen's logs go to `outdir`."""
+             max_wait_s: float,
+             window: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> RunStats:
+    """One LoadGen test (`settings`) of `fn` on the images `qsl`; LoadGen's logs go to `outdir`. `window()`
+    is entered around LoadGen's run alone (not the SUT's set-up and warm-up): the measured window that
+    the contention and memory observers watch (measure.Watch)."""
     outdir.mkdir(parents=True, exist_ok=True)
     sut = ServingSUT(lg, fn, qsl, batch_size, max_batch, max_wait_s)
     sut.batcher.started.wait()  # the warm-up on the batcher's thread is not LoadGen's to time
@@ -119,7 +122,7 @@ def run_test(lg: Any, fn, qsl: torch.Tensor, settings: Any, outdir: Path, *, bat
     log.enable_trace = False  # the trace holds every sample's events: megabytes, and nothing a row reads
     started = time.perf_counter()
     try:
-        with _interrupts_end_the_run(sut.batcher) as interrupted:
+        with _interrupts_end_the_run(sut.batcher) as interrupted, window():
             lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log)
     finally:
         sut.batcher.close()

@@ -5,7 +5,9 @@ as faults.cli_env sets it up):
 - `raises`: the tiny net, except that its calls from threads other than the main one (the serving SUT's
   batcher) raise RuntimeError(RAISE_MESSAGE) from the RAISE_AFTER-th on: prepare, warm-up and the schedule
   estimate (main thread) and the batcher's own warm-up pass, and the runtime fails in the middle of
-  LoadGen's first run; every later run fails from its start."""
+  LoadGen's first run; every later run fails from its start;
+- `weighty`: the tiny net carrying BALLAST_MB of extra weights, so that a runtime's private copy of the model
+  (its own memory, `memory.prepare_mb`) is known to hold at least that much."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import nn
 SLEEP_S = 0.02
 RAISE_AFTER = 20      # calls off the main thread: the batcher's warm-up (3) and a few samples pass
 RAISE_MESSAGE = "serving_faults.Raises: failing on purpose mid-run"
+BALLAST_MB = 16
 
 
 class Sleepy(Tiny):
@@ -38,9 +41,22 @@ class Raises(Tiny):
         return super().forward(x)
 
 
+class Weighty(Tiny):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ballast = nn.Parameter(torch.ones(BALLAST_MB * 2**20 // 4))   # fp32, written: resident
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.ballast[:10]
+
+
 def sleepy() -> nn.Module:
     return Sleepy()
 
 
 def raises() -> nn.Module:
     return Raises()
+
+
+def weighty() -> nn.Module:
+    return Weighty()

@@ -1,5 +1,6 @@
 """Serving on a CUDA GPU (skipped without one): the QSL lives on the device, the SUT's thread runs a
-CUDA-graph-captured runtime it did not capture, and every scenario's row comes back ok."""
+CUDA-graph-captured runtime it did not capture, and every scenario's row comes back ok, with the evidence
+latency rows carry on a GPU: NVML telemetry, the other-GPU-process check, the allocator memory account."""
 
 from __future__ import annotations
 
@@ -26,3 +27,8 @@ def test_every_scenario_serves_on_the_gpu_including_a_captured_runtime(tmp_path)
         assert row.status == "ok", (row.backend_label, row.scenario, row.reason)
         assert row.serving.samples_per_s > 0 and row.serving.accuracy.responses == 4
         assert row.serving.accuracy.top1_agree >= 0.75  # fp16 against fp64: a near-tie may flip
+        # measure.Watch around the LoadGen runs: clocks sampled while LoadGen ran, other GPU processes listed
+        assert row.telemetry["status"] == "ok" and row.telemetry["samples"] >= 1, row.telemetry
+        assert isinstance(row.system["gpu_other_processes"], list) and row.system["window_s"] > 0
+        assert row.memory.backend_mb is not None and row.memory.backend_mb > 0   # eager: torch's allocator
+        assert row.memory.peak_allocated_mb == row.memory.backend_mb

@@ -15,7 +15,7 @@ from resbench.report.html import render_html
 from resbench.report.markdown import render_markdown
 from resbench.report.serving import console_table
 from resbench.results import Parity, ResultRow, RunFile
-from resbench.serving.recommend import recommend_scenario
+from resbench.serving.recommend import print_scenario_recommendation, recommend_scenario
 from resbench.serving.record import Accuracy, Batching, LoadgenLatency, PeakSearch, Probe, ServingRecord
 from resbench.stats import summarize
 
@@ -97,6 +97,46 @@ def test_recommend_excludes_a_runtime_whose_latency_rows_fail_parity() -> None:
     (single,) = recommend_scenario(run_of(serving_row("eager", "single-stream", p99=3),
                                           serving_row("onnxruntime", "single-stream", p99=1.5)), "single-stream")
     assert single.recommended.row.backend == "onnxruntime"  # lowest p90
+
+
+BUSY_WARNING = "machine busy: other processes used 1.7 of 2 cores while measured (allowed 0.2)"
+
+
+def busy(row: ResultRow) -> ResultRow:
+    """The row as measured under contention: the warning measure.Watch gives it (system.py's wording)."""
+    return row.model_copy(update={"warnings": [BUSY_WARNING], "system": {"contended": True, "other_cores": 1.7}})
+
+
+def test_recommend_marks_a_contended_serving_row_and_names_the_best_clean_one(capsys) -> None:
+    run = run_of(busy(serving_row("onnxruntime", "offline", 900)), serving_row("eager", "offline", 400),
+                 busy(serving_row("compile", "offline", 300)))
+    (group,) = recommend_scenario(run, "offline")
+    pick = group.recommended
+    # ranked on its figure, as latency rows are, but never preferred over a clean row without saying so
+    assert pick.row.backend == "onnxruntime" and pick.doubts == ["busy"]
+    assert pick.reason == ("900.0 samples/s; caution: measured with warnings (busy); the best clean runtime is "
+                           "eager fp32 (400.0)")
+    assert [c.doubts for c in group.candidates] == [["busy"], [], ["busy"]]
+    assert group.candidates[2].reason == "300.0 samples/s"   # only the pick's reason carries the caution
+    assert len(group.notes) == 1 and "--wait-idle SECONDS" in group.notes[0]
+    console = Console(file=io.StringIO(), width=250)
+    print_scenario_recommendation([group], console, None)
+    text = console.file.getvalue()
+    assert "doubts" in text and "caution: measured with warnings (busy)" in text and "note: runtimes with" in text
+    # a clean pick: no caution; the note stays, since a ranked runtime is doubtful
+    (clean,) = recommend_scenario(run_of(serving_row("eager", "offline", 400),
+                                         busy(serving_row("compile", "offline", 300))), "offline")
+    assert clean.recommended.reason == "400.0 samples/s" and clean.notes
+
+
+def test_serving_tables_mark_a_contended_row_as_latency_tables_do() -> None:
+    run = run_of(busy(serving_row("eager", "offline", 400)), serving_row("compile", "offline", 300))
+    console = Console(file=io.StringIO(), width=250)
+    console.print(console_table(run))
+    lines = console.file.getvalue().splitlines()
+    assert "ok (1 warning) ! busy" in next(line for line in lines if "│ eager" in line)
+    assert "!" not in next(line for line in lines if "│ compile" in line)
+    assert "| ok (1 warning) ! busy | 400.0 |" in render_markdown(run)
 
 
 def test_recommend_errors_are_one_line() -> None:
