@@ -23,6 +23,7 @@ exceeded the same share, or another process held the GPU. Each cause is one warn
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,7 @@ from resbench.results import ResultRow
 CONTENDED_FRACTION = 0.10   # others using > 10% of our cores: on 2 cores 0.2 cores, ~20x a quiet box's background
 PROBE_S = 1.0               # one window of --wait-idle's polling
 START_PROBE_S = 0.5         # the check before a run (the banner): long enough for 50 ticks per core
+TICK_S = 0.01               # /proc/stat and /proc/PID/stat count CPU time in 10 ms ticks (USER_HZ = 100)
 WARNING_PREFIX = "machine busy: "   # every contention warning starts with this (reports mark such rows)
 GPU_WARNING_PREFIX = "GPU shared: "
 
@@ -127,8 +129,10 @@ class CpuWindow:
     busy_s: float = 0.0
     steal_s: float = 0.0
     own_s: float = 0.0
+    windows: int = 0        # how many start/stop pairs: each adds its own tick rounding (resolution_cores)
 
     def add(self, start: CpuReading, end: CpuReading) -> None:
+        self.windows += 1
         self.wall_s += max(end.t - start.t, 0.0)
         self.busy_s += max(end.busy_s - start.busy_s, 0.0)
         self.steal_s += max(end.steal_s - start.steal_s, 0.0)
@@ -182,16 +186,33 @@ def allowed_other_cores(cores: int, threads: int | None) -> float:
     return (cores - used) + CONTENDED_FRACTION * used
 
 
+def resolution_cores(window: CpuWindow, cores: int) -> float:
+    """How far `other` can read above the truth from tick rounding alone, in cores: three standard
+    deviations of the rounding error. Each window's `other` is a difference of per-CPU and per-process
+    tick counters read at both ends, each off by less than a tick (a triangular error, sd 0.41 tick): about
+    2 x `cores` such terms per window (the cores' counters, and as many of the run's own processes), adding
+    up over the windows like a random walk. One 0.1 s window on 2 cores: 0.25 cores, more than the 0.2 the
+    verdict allows, so a quiet machine read as busy; one 1 s window: 0.02; a latency row's ~5 slices over 3 s: 0.02."""
+    if window.wall_s <= 0:
+        return 0.0
+    terms = 2 * cores * max(window.windows, 1)
+    return 3 * 0.41 * TICK_S * math.sqrt(terms) / window.wall_s
+
+
 def cpu_warnings(window: CpuWindow, cores: int, threads: int | None, when: str = " while measured") -> list[str]:
-    """The contention warnings of a CPU window: other processes, then hypervisor steal."""
+    """The contention warnings of a CPU window: other processes, then hypervisor steal. Others' use is
+    judged against the allowance plus what the counters cannot resolve (resolution_cores): a warning
+    must mean someone else ran, never that the window was short."""
     if window.wall_s <= 0:
         return []
     out = []
-    limit = allowed_other_cores(cores, threads)
+    allowed, resolution = allowed_other_cores(cores, threads), resolution_cores(window, cores)
     other, steal = window.cores(window.other_s), window.cores(window.steal_s)
-    if other > limit:
-        out.append(f"{WARNING_PREFIX}other processes used {other:.1f} of {cores} cores{when} (allowed {limit:.2g})")
-    if steal > CONTENDED_FRACTION * cores:
+    if other > allowed + resolution:
+        limit = f"{allowed:.2g}" if resolution < 0.05 else \
+            f"{allowed:.2g} + {resolution:.2g} for the 10 ms counters over {window.wall_s:.2g} s"
+        out.append(f"{WARNING_PREFIX}other processes used {other:.1f} of {cores} cores{when} (allowed {limit})")
+    if steal > CONTENDED_FRACTION * cores + resolution:
         out.append(f"{WARNING_PREFIX}the hypervisor withheld (steal) {steal:.1f} of {cores} cores{when}")
     return out
 
@@ -204,6 +225,7 @@ def cpu_record(window: CpuWindow, cores: int, threads: int | None) -> dict[str, 
         "own_cores": round(window.cores(window.own_s), 3),
         "steal_cores": round(window.cores(window.steal_s), 3),
         "allowed_other_cores": round(allowed_other_cores(cores, threads), 3),
+        "resolution_cores": round(resolution_cores(window, cores), 3),   # judged: other > allowed + this
     }
 
 

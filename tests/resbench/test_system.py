@@ -113,7 +113,26 @@ def test_the_verdict_allows_a_tenth_of_the_cores_and_free_cores():
     assert all(system.is_contention_warning(w) for w in system.cpu_warnings(busy, 2, 2))
     record = system.cpu_record(busy, 2, 2)
     assert record == {"window_s": 10.0, "other_cores": 1.7, "own_cores": 0.3, "steal_cores": 0.0,
-                      "allowed_other_cores": 0.2}
+                      "allowed_other_cores": 0.2, "resolution_cores": 0.002}
+
+
+def test_a_window_too_short_to_resolve_is_not_called_busy():
+    """/proc counts CPU time in 10 ms ticks: over one 0.1 s window (a quick LoadGen Offline run) a quiet
+    machine can read 0.3 of 2 cores used by others from rounding alone. The verdict adds what the counters
+    cannot resolve (0.25 cores there), and the same use over a long window is still flagged."""
+    short = CpuWindow(wall_s=0.1, busy_s=0.2, own_s=0.17, windows=1)          # 0.3 cores "other"
+    assert system.resolution_cores(short, 2) == pytest.approx(0.246, abs=0.001)
+    assert system.cpu_warnings(short, 2, threads=2) == []
+    long = CpuWindow(wall_s=10.0, busy_s=20.0, own_s=17.0, windows=1)         # 0.3 cores over 10 s
+    assert system.cpu_warnings(long, 2, threads=2) == [
+        "machine busy: other processes used 0.3 of 2 cores while measured (allowed 0.2)"]
+    # a real neighbour shows over a short window too, and the warning says what the allowance was made of
+    heavy = CpuWindow(wall_s=0.1, busy_s=0.2, own_s=0.1, windows=1)          # 1.0 core "other"
+    assert system.cpu_warnings(heavy, 2, threads=2) == [
+        "machine busy: other processes used 1.0 of 2 cores while measured "
+        "(allowed 0.2 + 0.25 for the 10 ms counters over 0.1 s)"]
+    # many windows add up their rounding like a random walk: 100 windows over 1 s resolve 0.25 cores
+    assert system.resolution_cores(CpuWindow(wall_s=1.0, windows=100), 2) == pytest.approx(0.246, abs=0.001)
 
 
 def test_other_gpu_processes_are_told_apart_from_this_run():
