@@ -6,12 +6,14 @@ Refused, with one line naming the files and the difference (exit 2):
 - different software: resbench version and commit, Python, torch, CUDA, cuDNN, the optional packages,
   the device kind (cpu / cuda). A run is one software stack; measurements of two are two runs;
 - shards of different splits (1/2 with 1/3);
+- different `--repeat` (a row of one combines K repetitions, of the other a single one);
 - overlap: a case in two files (a shard merged twice, or a shard with the whole run).
 Different machines are allowed: each row then records where it ran (`placement`, from its file's env),
 and `compare` / `recommend` see a run across GPU models for what it is.
 
-Rows come out in the suite's case order; the env is the first file's, without `shard`, with
-`merged_from` (each file: path, shard, host, device, created) and every file's `nodes`."""
+Rows come out in the suite's case order; the settings are the files' (one `--repeat`, so `--resume` of
+the merged file measures as they did); the env is the first file's, without `shard`, with `merged_from`
+(each file: path, shard, host, device, created) and every file's `nodes`."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def merge_runs(runs: Sequence[tuple[str, RunFile]], only_device: str | None = No
     nodes = [node for _, run in runs for node in run.env.get("nodes", [])]
     if nodes:
         env["nodes"] = nodes
-    return RunFile(env=env, suite=first.suite, rows=_in_suite_order(rows, first))
+    return RunFile(env=env, suite=first.suite, settings=first.settings, rows=_in_suite_order(rows, first))
 
 
 def _check_consistent(runs: Sequence[tuple[str, RunFile]]) -> None:
@@ -76,6 +78,9 @@ def _check_consistent(runs: Sequence[tuple[str, RunFile]]) -> None:
                 raise RunFileError(f"cannot merge {name!r} with {first_name!r}: env {key} is "
                                    f"{run.env.get(key)!r} there and {first.env.get(key)!r} here; runs of "
                                    f"different software are separate runs")
+        if run.settings != first.settings:
+            raise RunFileError(f"cannot merge {name!r} with {first_name!r}: measured with --repeat "
+                               f"{run.settings.repeat} there and {first.settings.repeat} here")
     splits = {shard.split("/")[1] for _, run in runs if isinstance(shard := run.env.get("shard"), str)}
     if len(splits) > 1:
         raise RunFileError("cannot merge shards of different splits ("

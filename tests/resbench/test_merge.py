@@ -14,7 +14,7 @@ from resbench.errors import RunFileError, UsageError
 from resbench.measure import base_row
 from resbench.merge import merge_runs
 from resbench.recommend import Constraints, recommend
-from resbench.results import Placement, RunFile
+from resbench.results import Placement, RunFile, RunSettings
 from resbench.runner import check_same_shard, parse_shard, shard_cases
 
 sys.path.insert(0, str(Path(__file__).parent))  # faults.py: the fault models (python:faults:NAME) and helpers
@@ -99,6 +99,20 @@ def test_inconsistent_runs_are_refused(change, fragment):
     with pytest.raises(RunFileError) as error:
         merge_runs([("a.json", first), ("b.json", other)])
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_merge_keeps_the_runs_repeat_and_refuses_two_different_ones():
+    """`merge` wrote its output without `settings`: a merged `--repeat 3` run read as `--repeat 1`, and
+    `--resume` of it measured single repetitions next to rows combining three."""
+    cases = faults.cpu_cases(batch_sizes=[1, 2])
+    first, second = run_of(cases[:1], env={"shard": "1/2"}), run_of(cases[1:], env={"shard": "2/2"})
+    for run in (first, second):
+        run.settings = RunSettings(repeat=3)
+    assert merge_runs([("a.json", first), ("b.json", second)]).settings.repeat == 3
+    second.settings = RunSettings(repeat=1)
+    with pytest.raises(RunFileError) as error:
+        merge_runs([("a.json", first), ("b.json", second)])
+    assert str(error.value) == "cannot merge 'b.json' with 'a.json': measured with --repeat 1 there and 3 here"
 
 
 def test_suites_differing_only_by_a_key_added_since_merge():
