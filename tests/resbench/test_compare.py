@@ -409,9 +409,12 @@ def test_large_sample_sets_are_bootstrapped_in_bounded_time():
 
     rng = np.random.default_rng(2)
     base, cand = 10 * rng.lognormal(0, 0.02, 200_000), 10.3 * rng.lognormal(0, 0.02, 200_000)
-    t0 = time.perf_counter()
+    # CPU time, not wall time: the bound is on the work (2.4 s of CPU when thinned; unthinned, ~70 s at the
+    # 35 s per 100,000 samples compare.py measured), which a loaded 2-core box stretched to 7-13 s of wall
+    # time at load average 6-7
+    t0 = time.process_time()
     low, high = bootstrap_delta_ci(base, cand, "median", seed=0)
-    assert time.perf_counter() - t0 < 30
+    assert time.process_time() - t0 < 30
     assert low < 0.03 < high and high - low < 0.01
 
 

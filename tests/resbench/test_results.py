@@ -7,6 +7,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,9 @@ def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> No
 
 
 def _rewrite_forever(path: str, stop) -> None:
-    n = 0
+    n = 1
     while not stop.is_set():
-        n = n % 40 + 1
+        n = n % 40 + 1   # 2, 3, ..., 40, 1, 2, ...: the first write already differs from the file it replaces
         make_run(n).save(path)
 
 
@@ -92,13 +93,19 @@ def test_a_concurrent_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
     writer = ctx.Process(target=_rewrite_forever, args=(str(path), stop))
     writer.start()
     try:
-        reads = 0
-        while reads < 300:
+        # The reads count only once the writer is writing: a spawned process takes ~0.4 s to start (seconds
+        # on a loaded box), and 300 reads took 0.06 s, so they used to be over before its first write.
+        deadline = time.monotonic() + 120
+        while len(RunFile.load(path).rows) == 1:
+            assert writer.is_alive() and time.monotonic() < deadline, "the writer never wrote"
+            time.sleep(0.01)
+        for _ in range(300):
             RunFile.load(path)  # raises RunFileError on a torn file
-            reads += 1
     finally:
         stop.set()
-        writer.join(10)
+        writer.join(60)
+        if writer.is_alive():
+            writer.kill()
     assert writer.exitcode == 0
 
 

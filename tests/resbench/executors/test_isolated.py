@@ -17,7 +17,7 @@ from resbench.results import RunFile
 sys.path.insert(0, str(Path(__file__).parent.parent))  # faults.py: the fault models (python:faults:NAME) and helpers
 import faults  # noqa: E402
 
-CASE_TIMEOUT_S = 4
+CASE_TIMEOUT_S = faults.CASE_TIMEOUT_S
 
 
 def test_abort_oom_and_hang_become_rows_and_the_run_goes_on(tmp_path):
