@@ -117,6 +117,7 @@ class Placement(_Record):
     device_name: str                         # the GPU model (the CPU model on a CPU run)
     gpu_index: int | None = None             # the GPU's index on its node as Ray gave it (CUDA_VISIBLE_DEVICES)
     cuda_visible_devices: str | None = None  # what the measuring process saw
+    niceness: int | None = None              # its nice value: Ray starts workers at 15 (RAY_worker_niceness)
 
 
 class Repetitions(_Record):

@@ -47,6 +47,7 @@ PROGRESS_EVERY_S = 0.5     # a task sends at most two progress lines a second
 PROBE_TIMEOUT_S = 300.0    # every node must have answered the fingerprint probe by then (imports torch)
 DRIVER_ENV_KEYS = ("resbench", "git_sha", "git_dirty", "created")   # of the run, not of a node
 FORWARDED_ENV_PREFIX = "RESBENCH_"
+WORKER_NICENESS = "RAY_worker_niceness"   # Ray's setting for its workers' nice value (default 15)
 
 
 def _ray():
@@ -95,6 +96,10 @@ class RayExecutor(Executor):
         ray = _ray()
         if ray.is_initialized():  # the caller connected already (a notebook, the tests): leave it to them
             return self
+        # Ray runs its workers at nice 15: next to any normal-priority process they get a few % of a core
+        # (two busy processes on 2 cores held a 30 s run past 420 s), and a measurement at nice 15 is
+        # one of the machine's leftovers. A local cluster started by the ray.init below reads this.
+        os.environ.setdefault(WORKER_NICENESS, "0")
         forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                    "log_to_driver": True}
@@ -309,7 +314,7 @@ def placement_here(device: str) -> dict[str, Any]:
         name = _gpu_name(first) or "unknown GPU"
     return {"node": socket.gethostname(), "node_ip": ray.util.get_node_ip_address(),
             "node_id": ray.get_runtime_context().get_node_id(), "device_name": name, "gpu_index": gpu_index,
-            "cuda_visible_devices": visible}
+            "cuda_visible_devices": visible, "niceness": os.getpriority(os.PRIO_PROCESS, 0)}
 
 
 def _gpu_name(visible_entry: str) -> str | None:

@@ -142,4 +142,5 @@ def test_gpu_tasks_get_one_gpu_each_and_rows_say_which(cluster, tmp_path):
         placement = row.placement
         assert placement.gpu_index in (0, 1) and placement.cuda_visible_devices == str(placement.gpu_index)
         assert placement.node == socket.gethostname() and placement.device_name == env["device"]
+        assert placement.niceness == 0   # the cluster was started with RAY_worker_niceness=0 (Ray's default: 15)
     assert ray.is_initialized()  # a cluster the caller connected to is left to the caller
