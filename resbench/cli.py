@@ -370,11 +370,11 @@ def compare(
         "--md", parser=_file_path("--md"), metavar="PATH",
         help="Write the comparison as Markdown (also when the gate fails)")] = None,
     allow_insufficient: Annotated[bool, typer.Option(
-        "--allow-insufficient", help="Pass cases with too few samples to judge (INSUFFICIENT) instead of "
-        "failing on them")] = False,
+        "--allow-insufficient", help="Pass cases the gate cannot judge (INSUFFICIENT: too few samples, or a "
+        "baseline measured under contention) instead of failing on them")] = False,
 ) -> None:
-    """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression or a case with too few
-    samples to judge, 2 on bad input."""
+    """Regression gate: exit 0 when nothing regressed decisively, 1 on a regression or a case it cannot
+    judge (too few samples, a busy baseline), 2 on bad input."""
     from resbench.compare import compare_files
     from resbench.output_files import replace_file
     from resbench.report.comparison import print_comparison, render_markdown

@@ -17,7 +17,8 @@ files are validated on load: every sample is a finite, positive number of millis
 |              | and Δ >= +min_effect and CI low > 0 (and the same verdict in SM-clock cycles)              |
 | FASTER       | the mirror image (and the same in cycles)                                                  |
 | INSUFFICIENT | too few samples for any verdict: the rank test cannot reach p < alpha at these n (or a     |
-|              | percentile has < 5 samples beyond it); fails the gate unless --allow-insufficient          |
+|              | percentile has < 5 samples beyond it), or a baseline measured under contention that the    |
+|              | candidate does not beat by SLOWER; fails the gate unless --allow-insufficient             |
 | SAME         | the whole CI inside (-min_effect, +min_effect)                                             |
 | AMBIGUOUS    | anything else; also: a throttled row, time and cycle verdicts disagreeing                  |
 
@@ -26,10 +27,17 @@ shift of the whole distribution, not of a tail) and need >= 5 samples beyond the
 (p99: 500 samples). Exit code: 1 when any gated metric is SLOWER or INSUFFICIENT (unless allowed), a case
 broke (ran in the baseline, not in the candidate), parity went from pass to fail, or memory grew past
 `memory:N%`; otherwise 0. Input and usage errors raise ResbenchError (exit 2), so a missing baseline is
-never a pass."""
+never a pass.
+
+A baseline row measured under contention (`system.contended`: other processes took its cores, or held its
+GPU) was slowed by them, so a regression can hide behind it: a candidate reading SAME, FASTER or AMBIGUOUS
+against it is not judged (INSUFFICIENT, the reason in its notes). Contention only slows a measurement, so
+a SLOWER verdict stands (failing is safe: rerun), and a busy candidate that still reads SAME or FASTER
+against a quiet baseline is at least that fast: it is judged as usual."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -45,6 +53,7 @@ from resbench.errors import RunFileError, UsageError, one_of
 from resbench.results import ResultRow, RunFile
 from resbench.stats import median as sorted_median
 from resbench.stats import nearest_rank
+from resbench.system import is_contention_warning
 
 # ------------------------------------------------------------------------------------------ the rules
 
@@ -378,6 +387,7 @@ class CaseComparison:
     parity_change: str | None = None     # "pass -> FAIL" | "fail -> pass"
     notes: tuple[str, ...] = ()
     failures: tuple[str, ...] = ()       # other reasons it fails the gate (serving: a bound held -> missed)
+    unjudged: str | None = None          # why the gate cannot judge it beyond its metrics (a busy baseline)
 
     @property
     def row(self) -> ResultRow:
@@ -410,14 +420,28 @@ class CaseComparison:
     def undecided(self) -> list[str]:
         """Gated metrics with too few samples for any verdict (INSUFFICIENT): they fail the gate unless
         --allow-insufficient."""
-        return [f"{m.metric}: too few samples to judge (INSUFFICIENT)" for m in self.metrics
-                if m.gated and m.verdict is Verdict.INSUFFICIENT]
+        undecided = [f"{m.metric}: too few samples to judge (INSUFFICIENT)" for m in self.metrics
+                     if m.gated and m.verdict is Verdict.INSUFFICIENT]
+        return undecided + ([self.unjudged] if self.unjudged else [])
 
 
 def _parity_change(base: ResultRow, cand: ResultRow) -> str | None:
     if base.parity is None or cand.parity is None or base.parity.passed == cand.parity.passed:
         return None
     return "pass -> FAIL" if base.parity.passed else "fail -> pass"
+
+
+def busy_baseline(case: CaseComparison) -> CaseComparison:
+    """A case whose baseline row was measured under contention is not judged unless it regressed
+    (module docstring): INSUFFICIENT, with the baseline's contention warning as the reason."""
+    base = case.base
+    if base is None or case.cand is None or base.status != "ok" or not base.system.get("contended") \
+            or case.regressions:
+        return case
+    warning = next((w for w in base.warnings if is_contention_warning(w)), "contended")
+    reason = (f"baseline measured under contention ({warning}): a regression could hide behind its slowed "
+              f"samples; measure the baseline on a quiet machine (--wait-idle, --strict)")
+    return dataclasses.replace(case, verdict=Verdict.INSUFFICIENT, notes=(*case.notes, reason), unjudged=reason)
 
 
 def compare_case(base: ResultRow | None, cand: ResultRow | None, thresholds: dict[str, float],
@@ -515,8 +539,10 @@ class Comparison:
             parts.append(f"{len(regressed)} regression{'s' if len(regressed) != 1 else ''} "
                          f"({', '.join(case_label(c.identity) for c in regressed)})")
         if insufficient and not self.allow_insufficient:
-            parts.append(f"{len(insufficient)} case{'s' if len(insufficient) != 1 else ''} with too few samples "
-                         f"to judge ({', '.join(case_label(c.identity) for c in insufficient)}; "
+            why = ("with too few samples to judge" if not any(c.unjudged for c in insufficient)
+                   else "it cannot judge (too few samples, or a baseline measured under contention)")
+            parts.append(f"{len(insufficient)} case{'s' if len(insufficient) != 1 else ''} {why} "
+                         f"({', '.join(case_label(c.identity) for c in insufficient)}; "
                          f"--allow-insufficient accepts them)")
         if parts:
             head = "FAIL: " + ", ".join(parts)
@@ -550,7 +576,8 @@ def compare_runs(base: RunFile, cand: RunFile, thresholds: dict[str, float] | No
     compared = sum(1 for key in order if key in base_rows and key in cand_rows and base_rows[key].scenario is None
                    and base_rows[key].status == "ok" and cand_rows[key].status == "ok")
     alpha = P_THRESHOLD / max(1, compared)
-    cases = tuple(compare_case(base_rows.get(key), cand_rows.get(key), thresholds, alpha) for key in order)
+    cases = tuple(busy_baseline(compare_case(base_rows.get(key), cand_rows.get(key), thresholds, alpha))
+                  for key in order)
     warnings = []
     duplicates = len(base.rows) - len(base_rows), len(cand.rows) - len(cand_rows)
     for name, count in zip((base_name, cand_name), duplicates, strict=True):

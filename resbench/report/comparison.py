@@ -87,8 +87,9 @@ def _rules_line(comparison: Comparison) -> str:
     return (f"Gates: {gates}. SLOWER = Mann-Whitney U p < {comparison.alpha:.2g} ({P_THRESHOLD} / cases "
             f"compared) and Δ ≥ threshold and the {CI_LEVEL:.0%} bootstrap CI of Δ above 0, or every candidate "
             f"sample slower than every baseline sample by more than the threshold; SAME = the whole CI within "
-            f"±threshold; INSUFFICIENT = too few samples for the test to reach p < {comparison.alpha:.2g} "
-            f"({insufficient}); AMBIGUOUS otherwise. Verdicts come from the raw samples.")
+            f"±threshold; INSUFFICIENT = too few samples for the test to reach p < {comparison.alpha:.2g}, or a "
+            f"baseline measured under contention that the candidate is not SLOWER than ({insufficient}); "
+            f"AMBIGUOUS otherwise. Verdicts come from the raw samples.")
 
 
 _VERDICT_STYLE = {Verdict.SLOWER: "bold red", Verdict.BROKEN: "bold red", Verdict.INSUFFICIENT: "bold magenta",

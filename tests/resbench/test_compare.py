@@ -129,6 +129,36 @@ def test_a_candidate_slower_in_every_sample_never_passes_however_few_samples():
     assert one.cases[0].verdict is Verdict.SLOWER and one.exit_code == 1
 
 
+BUSY = "machine busy: other processes used 1.0 of 2 cores while measured (allowed 0.2)"
+
+
+def busy(r: ResultRow) -> ResultRow:
+    """The row as measured under contention (what measure.py records when others took its cores)."""
+    return r.model_copy(update={"system": {"contended": True, "other_cores": 1.0}, "warnings": [BUSY]})
+
+
+def test_a_busy_baseline_cannot_pass_a_candidate():
+    """Contention only slows a measurement: a baseline measured busy reads slow, so a candidate 20% slower
+    than the true baseline read SAME against it and passed. Such a case is not judged (INSUFFICIENT, fails
+    unless --allow-insufficient); a SLOWER verdict stands; a busy candidate that still reads SAME passes."""
+    true_base = row(median_ms=10.0, seed=1)
+    slowed_base = busy(row(median_ms=12.0, seed=1))          # the same runtime, slowed 20% by a neighbour
+    regressed = row(median_ms=12.0, seed=2)                  # 20% slower than the true baseline
+    assert compare_runs(run([true_base]), run([regressed])).cases[0].verdict is Verdict.SLOWER
+    hidden = compare_runs(run([slowed_base]), run([regressed]))
+    (case,) = hidden.cases
+    assert case.verdict is Verdict.INSUFFICIENT and case.primary.verdict is Verdict.SAME
+    assert case.notes[-1].startswith(f"baseline measured under contention ({BUSY})")
+    assert hidden.exit_code == 1 and "a baseline measured under contention" in hidden.summary
+    assert compare_runs(run([slowed_base]), run([regressed]), allow_insufficient=True).exit_code == 0
+    # a regression beyond the busy baseline is still a regression
+    worse = compare_runs(run([slowed_base]), run([row(median_ms=20.0, seed=3)]))
+    assert worse.cases[0].verdict is Verdict.SLOWER and worse.exit_code == 1
+    # a busy candidate that still reads SAME against a quiet baseline is at least that fast
+    calm = compare_runs(run([true_base]), run([busy(row(median_ms=10.0, seed=4))]))
+    assert calm.cases[0].verdict is Verdict.SAME and calm.exit_code == 0
+
+
 def test_too_few_samples_to_decide_is_insufficient_and_fails_unless_allowed():
     base = run([row(samples_ms=[10.0, 10.4, 9.8], seed=1)])
     cand = run([row(samples_ms=[10.1, 12.0, 13.0], seed=2)])    # overlapping: no separation to go by
