@@ -425,17 +425,17 @@ def recommend(
 
 
 def _recommend_scenario(run_file: Path, scenario: str, dtype: str | None, max_p99_ms: float | None,
-                        **not_for_serving: object) -> None:
+                        max_memory_gb: float | None, **not_for_serving: object) -> None:
     from resbench.results import RunFile
     from resbench.serving.recommend import print_scenario_recommendation, recommend_scenario
 
-    flags = {"batch": "--batch", "max_memory_gb": "--max-memory-gb", "min_cosine": "--min-cosine",
-             "objective": "--objective"}
+    flags = {"batch": "--batch", "min_cosine": "--min-cosine", "objective": "--objective"}
     for name, value in not_for_serving.items():
         if value is not None and not (name == "objective" and value == "latency"):
             raise UsageError(f"{flags[name]} does not apply with --scenario (serving rows are ranked by the "
-                             f"scenario's figure); use --dtype and --max-p99-ms")
-    groups = recommend_scenario(RunFile.load(run_file), scenario, dtype=dtype, max_p99_ms=max_p99_ms)
+                             f"scenario's figure); use --dtype, --max-p99-ms and --max-memory-gb")
+    groups = recommend_scenario(RunFile.load(run_file), scenario, dtype=dtype, max_p99_ms=max_p99_ms,
+                                max_memory_gb=max_memory_gb)
     print_scenario_recommendation(groups, stdout, max_p99_ms)
 
 

@@ -9,7 +9,8 @@ options, in one dtype):
 - offline: the highest samples/s.
 - single-stream: the lowest p90 latency (LoadGen's SingleStream metric); `--max-p99-ms` bounds its p99.
 Excluded, with the reason: rows that did not run; a runtime whose latency rows in the same run fail
-parity (a fast wrong answer is not a candidate); no run under the bound.
+parity (a fast wrong answer is not a candidate); own memory (`memory.backend_mb`) over --max-memory-gb
+(a row without the figure is kept, and a note says so); no run under the bound.
 Doubt, as for latency rows (resbench/recommend.py): a row whose LoadGen runs were measured under contention
 or throttling (doubts.py) is ranked on its figure but marked, and when it is the pick its reason says so and
 names the best clean runtime; a note under the table says to rerun on a quiet machine."""
@@ -86,11 +87,16 @@ def _qps_under(row: ResultRow, max_p99_ms: float | None) -> tuple[float | None, 
     return None, None, f"no Server run met {limit} ({tried or 'no run'})"
 
 
-def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None) -> Candidate:
+def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None,
+           max_memory_gb: float | None = None) -> Candidate:
     if row.status != "ok" or row.serving is None:
         return Candidate(row, None, status_reason(row))
     if (row.model, row.backend_label, row.dtype) in failing_parity:
         return Candidate(row, None, "fails parity in this run's latency rows")
+    backend_mb = row.memory.backend_mb
+    if max_memory_gb is not None and backend_mb is not None and backend_mb / 1024.0 > max_memory_gb:
+        return Candidate(row, None, f"memory {backend_mb / 1024.0:.2f} GB (backend_mb) > --max-memory-gb "
+                                    f"{max_memory_gb:g}")
     serving = row.serving
     if serving.scenario == "server":
         value, p99, why = _qps_under(row, max_p99_ms)
@@ -107,11 +113,12 @@ def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None)
 
 
 def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
-                       max_p99_ms: float | None = None) -> list[ScenarioGroup]:
+                       max_p99_ms: float | None = None, max_memory_gb: float | None = None) -> list[ScenarioGroup]:
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r} is not allowed; {one_of(SCENARIOS)}")
-    if max_p99_ms is not None and not max_p99_ms > 0:
-        raise UsageError(f"--max-p99-ms {max_p99_ms} is not allowed; it must be > 0")
+    for flag, value in (("--max-p99-ms", max_p99_ms), ("--max-memory-gb", max_memory_gb)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} {value} is not allowed; it must be > 0")
     rows = [row for row in run.rows if row.scenario == scenario and (dtype is None or row.dtype == dtype)]
     if not rows:
         present = sorted({row.scenario for row in run.rows if row.scenario})
@@ -121,7 +128,8 @@ def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
                       if row.scenario is None and row.parity is not None and not row.parity.passed}
     groups: dict[tuple[str, int], list[Candidate]] = {}
     for row in rows:
-        groups.setdefault((row.model, row.image_size), []).append(_judge(row, failing_parity, max_p99_ms))
+        groups.setdefault((row.model, row.image_size), []).append(_judge(row, failing_parity, max_p99_ms,
+                                                                        max_memory_gb))
     lower_is_better = scenario == "single-stream"
     out = []
     for (model, image_size), candidates in groups.items():
@@ -132,6 +140,9 @@ def recommend_scenario(run: RunFile, scenario: str, *, dtype: str | None = None,
         if any(c.doubts for c in ranked):
             ranked[0] = _with_caution(ranked[0], [c for c in ranked if not c.doubts], scenario)
             notes = (DOUBT_NOTE,)
+        unchecked = [c.label for c in ranked if c.row.memory.backend_mb is None]
+        if max_memory_gb is not None and unchecked:
+            notes += (f"--max-memory-gb not checked for {', '.join(unchecked)}: no per-backend memory figure",)
         out.append(ScenarioGroup(model, image_size, scenario, tuple(ranked + excluded), notes))
     return out
 

@@ -14,7 +14,7 @@ from resbench.report.csv_export import render_csv
 from resbench.report.html import render_html
 from resbench.report.markdown import render_markdown
 from resbench.report.serving import console_table
-from resbench.results import Parity, ResultRow, RunFile
+from resbench.results import Memory, Parity, ResultRow, RunFile
 from resbench.serving.recommend import print_scenario_recommendation, recommend_scenario
 from resbench.serving.record import Accuracy, Batching, LoadgenLatency, PeakSearch, Probe, ServingRecord
 from resbench.stats import summarize
@@ -97,6 +97,25 @@ def test_recommend_excludes_a_runtime_whose_latency_rows_fail_parity() -> None:
     (single,) = recommend_scenario(run_of(serving_row("eager", "single-stream", p99=3),
                                           serving_row("onnxruntime", "single-stream", p99=1.5)), "single-stream")
     assert single.recommended.row.backend == "onnxruntime"  # lowest p90
+
+
+def test_recommend_scenario_filters_on_own_memory_and_says_what_it_could_not_check() -> None:
+    """Serving rows carry the runtime's own memory (backend_mb) like latency rows: --max-memory-gb excludes
+    by it with --scenario too (it was refused there), and a row without the figure is kept with a note."""
+    def with_mb(row: ResultRow, mb: float | None) -> ResultRow:
+        return row.model_copy(update={"memory": Memory(backend_mb=mb)})
+
+    run = run_of(with_mb(serving_row("onnxruntime", "offline", 900), 1536.0),
+                 with_mb(serving_row("eager", "offline", 400), 300.0),
+                 with_mb(serving_row("compile", "offline", 300), None))
+    (group,) = recommend_scenario(run, "offline", max_memory_gb=1.0)
+    assert group.recommended.row.backend == "eager"
+    assert group.candidates[-1].reason == "memory 1.50 GB (backend_mb) > --max-memory-gb 1"
+    assert group.notes == ("--max-memory-gb not checked for compile fp32: no per-backend memory figure",)
+    (unfiltered,) = recommend_scenario(run, "offline")
+    assert unfiltered.recommended.row.backend == "onnxruntime" and not unfiltered.notes
+    with pytest.raises(UsageError, match=r"--max-memory-gb 0.0 is not allowed; it must be > 0"):
+        recommend_scenario(run, "offline", max_memory_gb=0.0)
 
 
 BUSY_WARNING = "machine busy: other processes used 1.7 of 2 cores while measured (allowed 0.2)"
