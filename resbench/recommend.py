@@ -186,10 +186,8 @@ def exclusion_reason(row: ResultRow, constraints: Constraints) -> str | None:
         return f"fails parity ({row.parity.rule})"
     if constraints.max_p99_ms is not None and row.latency_ms.p99 > constraints.max_p99_ms:
         return f"p99 {row.latency_ms.p99:.3f} ms > --max-p99-ms {constraints.max_p99_ms:g}"
-    backend_mb = row.memory.backend_mb
-    if constraints.max_memory_gb is not None and backend_mb is not None \
-            and backend_mb / 1024.0 > constraints.max_memory_gb:
-        return f"memory {backend_mb / 1024.0:.2f} GB (backend_mb) > --max-memory-gb {constraints.max_memory_gb:g}"
+    if over := memory_exclusion(row, constraints.max_memory_gb):
+        return over
     if constraints.min_cosine is not None:
         if row.parity is None:
             return "no parity metrics; --min-cosine cannot be checked"
@@ -236,6 +234,15 @@ def _caution(row: ResultRow, clean: list[ResultRow], constraints: Constraints) -
     if constraints.max_memory_gb is not None and row.memory.backend_mb is None:
         text += "; --max-memory-gb not checked: no per-backend memory figure"
     return text
+
+
+def memory_exclusion(row: ResultRow, max_memory_gb: float | None) -> str | None:
+    """Why --max-memory-gb excludes `row` (its own memory, `memory.backend_mb`, over the limit), or None;
+    a row without the figure is not excluded (callers note it). For latency and serving rows alike."""
+    backend_mb = row.memory.backend_mb
+    if max_memory_gb is None or backend_mb is None or backend_mb / 1024.0 <= max_memory_gb:
+        return None
+    return f"memory {backend_mb / 1024.0:.2f} GB (backend_mb) > --max-memory-gb {max_memory_gb:g}"
 
 
 def recommend_group(rows: Sequence[ResultRow], constraints: Constraints) -> GroupRecommendation:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from resbench.doubts import doubts
 from resbench.errors import UsageError, one_of
+from resbench.recommend import memory_exclusion
 from resbench.report.tables import status_reason
 from resbench.results import ResultRow, RunFile
 from resbench.suite import SCENARIOS
@@ -93,10 +94,8 @@ def _judge(row: ResultRow, failing_parity: set[tuple], max_p99_ms: float | None,
         return Candidate(row, None, status_reason(row))
     if (row.model, row.backend_label, row.dtype) in failing_parity:
         return Candidate(row, None, "fails parity in this run's latency rows")
-    backend_mb = row.memory.backend_mb
-    if max_memory_gb is not None and backend_mb is not None and backend_mb / 1024.0 > max_memory_gb:
-        return Candidate(row, None, f"memory {backend_mb / 1024.0:.2f} GB (backend_mb) > --max-memory-gb "
-                                    f"{max_memory_gb:g}")
+    if over := memory_exclusion(row, max_memory_gb):
+        return Candidate(row, None, over)
     serving = row.serving
     if serving.scenario == "server":
         value, p99, why = _qps_under(row, max_p99_ms)
